@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from unif2ace_mini import profiles, runtime
+
+
+def test_seed_fixes_every_random_choice():
+    runtime.seed_everything(3)
+    a = torch.rand(4), __import__("random").random(), __import__("numpy").random.rand()
+    runtime.seed_everything(3)
+    b = torch.rand(4), __import__("random").random(), __import__("numpy").random.rand()
+    assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+    with pytest.raises(ValueError, match="seed"):
+        runtime.seed_everything(-1)
+
+
+def test_setup_pins_threads_and_picks_a_device(monkeypatch):
+    monkeypatch.delenv("UNIF2ACE_THREADS", raising=False)
+    device = runtime.setup(0, threads=1)
+    assert torch.get_num_threads() == 1 and device.type in ("cpu", "cuda", "mps")
+    runtime.set_threads(2)
+    with pytest.raises(ValueError, match="thread"):
+        runtime.set_threads(0)
+
+
+def test_explicit_missing_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(RuntimeError, match="cuda"):
+        runtime.get_device("cuda")
+
+
+def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "c"))
+    assert runtime.cache_dir("a", "b") == tmp_path / "c" / "a" / "b"
+    assert (tmp_path / "c" / "a" / "b").is_dir()
+
+
+def test_progress_switch(monkeypatch):
+    monkeypatch.setenv("UNIF2ACE_NO_PROGRESS", "1")
+    assert runtime.progress_disabled()
+    monkeypatch.setenv("UNIF2ACE_NO_PROGRESS", "0")
+    assert not runtime.progress_disabled()
+
+
+def test_safetensors_round_trip_is_atomic_and_keeps_metadata(tmp_path):
+    path = tmp_path / "ckpt" / "w.safetensors"
+    tensors = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2, dtype=torch.long)}
+    runtime.save_safetensors(tensors, path, metadata={"config": {"d": 3}, "step": 7})
+    loaded, meta = runtime.load_safetensors(path)
+    assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
+    assert meta == {"config": {"d": 3}, "step": 7}
+    assert [p.name for p in path.parent.iterdir()] == ["w.safetensors"], "temp file left behind"
+
+
+def test_a_failed_write_leaves_the_old_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "w.safetensors"
+    runtime.save_safetensors({"w": torch.ones(2)}, path)
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        runtime.save_safetensors({"w": torch.zeros(2)}, path)
+    assert torch.equal(runtime.load_safetensors(path)[0]["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+def test_missing_and_corrupt_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        runtime.load_safetensors(tmp_path / "nope.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ValueError, match="corrupt"):
+        runtime.load_safetensors(bad)
+
+
+def test_profiles_are_frozen_and_named():
+    assert set(profiles.PROFILES) == {"quick", "cpu", "gpu", "paper"}
+    quick = profiles.get_profile("quick")
+    with pytest.raises(Exception):
+        quick.name = "x"  # frozen
+    assert profiles.get_profile(quick) is quick
+    with pytest.raises(ValueError, match="unknown profile 'fast'.*quick"):
+        profiles.get_profile("fast")
+    # the profiles grow in size from quick to paper
+    sizes = [profiles.get_profile(n).data.n_train for n in ("quick", "cpu", "gpu", "paper")]
+    assert sizes == sorted(sizes)

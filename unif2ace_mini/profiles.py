@@ -1,0 +1,88 @@
+"""Profiles: one code path, several sizes (DESIGN §3).
+
+quick  any CPU, CI: every notebook executes in minutes; outputs stored in git.
+cpu    a laptop CPU, <= 2 h on 2 cores: the best results a CPU reaches; quoted in the README.
+gpu    one GPU, <= 2 h on an H100: larger faces and model, ablations.
+paper  multi-GPU: Show-o / Phi-1.5 scale with real data.
+
+Each profile is a frozen dataclass of frozen sub-configs, one per component. Training loops stop
+on a step limit *and* a time limit, both taken from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    image_size: int = 32          # pixels per side of the stored renders
+    supersample: int = 4          # render at image_size * supersample, then downsample
+    n_identities: int = 400
+    n_train: int = 3000
+    n_val: int = 300
+    n_test: int = 300
+    n_compositional: int = 300    # attribute pairs never seen together in train
+    vqa_per_image: int = 8
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    width: int = 32               # channels of the first conv stage
+    batch_size: int = 128
+    lr: float = 3e-3
+    max_steps: int = 1500
+    max_seconds: float = 100.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    data: DataConfig = field(default_factory=DataConfig)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    threads: int | None = 2       # None: leave torch's default (GPU machines)
+    device: str = "auto"
+
+    def replace(self, **changes) -> "Profile":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile("quick"),
+    "cpu": Profile(
+        "cpu",
+        data=DataConfig(image_size=64, n_identities=1000, n_train=12000, n_val=1000, n_test=1000,
+                        n_compositional=1000),
+        oracle=OracleConfig(width=48, max_steps=6000, max_seconds=900.0),
+    ),
+    "gpu": Profile(
+        "gpu",
+        data=DataConfig(image_size=128, n_identities=5000, n_train=60000, n_val=2000,
+                        n_test=2000, n_compositional=2000),
+        oracle=OracleConfig(width=64, batch_size=256, max_steps=20000, max_seconds=1200.0),
+        threads=None,
+    ),
+    "paper": Profile(
+        "paper",
+        data=DataConfig(image_size=256, n_identities=20000, n_train=130000, n_val=5000,
+                        n_test=5000, n_compositional=5000),
+        oracle=OracleConfig(width=64, batch_size=256, max_steps=50000, max_seconds=7200.0),
+        threads=None,
+    ),
+}
+
+
+def get_profile(name: str | Profile) -> Profile:
+    """Look a profile up by name; an unknown name lists the known ones."""
+    if isinstance(name, Profile):
+        return name
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
