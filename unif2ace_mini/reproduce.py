@@ -65,7 +65,7 @@ def execute_course(out_dir: Path, profile: str = "quick", notebooks: list[Path] 
         error = None
         try:
             papermill.execute_notebook(str(nb), str(executed), parameters={"PROFILE": profile},
-                                       kernel_name=KERNEL, cwd=str(nb.parent),
+                                       kernel_name=KERNEL, language="python", cwd=str(nb.parent),
                                        progress_bar=False, log_output=False)
         except Exception as err:  # papermill stores the failing notebook; keep going, report it
             error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
