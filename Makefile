@@ -22,6 +22,8 @@ TMP_DIR      := $(CURDIR)/.tmp
 export UNIF2ACE_CACHE              ?= $(CURDIR)/.cache
 export UNIF2ACE_NO_PROGRESS        := 1
 export UNIF2ACE_THREADS            ?= 2
+# OpenMP threads that spin while waiting make torch 10-30x slower on a busy 2-core machine.
+export OMP_WAIT_POLICY             ?= PASSIVE
 export HF_HUB_OFFLINE              := 1
 export HF_DATASETS_OFFLINE         := 1
 export TRANSFORMERS_OFFLINE        := 1
@@ -43,6 +45,7 @@ help:
 	@sed -n '2,7p' Makefile
 
 $(STAMP): pyproject.toml
+	@mkdir -p $(TMP_DIR)
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(VPY) -m pip install --quiet -e ".[$(EXTRAS)]"

@@ -61,3 +61,10 @@ def test_refresh_rejects_empty_code_cells(tmp_path):
     path = _tiny_notebook(tmp_path / "00_tiny.ipynb", extra_source="   ")
     with pytest.raises(ValueError, match="empty code cell"):
         reproduce.refresh_notebooks([path])
+
+
+def test_reproduce_rejects_an_unknown_profile_before_running(capsys):
+    from unif2ace_mini.__main__ import main
+
+    assert main(["reproduce", "--profile", "laptop", "--out", "/nonexistent/never-written"]) == 2
+    assert "unknown profile 'laptop'" in capsys.readouterr().err

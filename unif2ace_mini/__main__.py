@@ -24,8 +24,10 @@ def _profiles(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
+    from .profiles import get_profile
     from .reproduce import execute_course, write_report
 
+    get_profile(args.profile)  # an unknown name fails here, before any notebook starts
     runs = execute_course(Path(args.out), profile=args.profile)
     report = write_report(runs, Path(args.out), args.profile)
     failed = [r.source.name for r in runs if r.error]

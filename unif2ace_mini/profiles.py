@@ -14,6 +14,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .tokenizers.config import (TEXT_TOKENIZER_CONFIGS, TOKENIZER_CONFIGS, ImageTokenizerConfig,
+                                TextTokenizerConfig)
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -25,12 +28,15 @@ class DataConfig:
     n_test: int = 300
     n_compositional: int = 300    # attribute pairs never seen together in train
     vqa_per_image: int = 8
+    caption_attrs_mean: float = 17.7  # attributes stated per caption (the paper averages 17.7)
+    caption_attrs_std: float = 4.0
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class OracleConfig:
-    width: int = 32               # channels of the first conv stage
+    width: int = 32               # channels of the conv stage at 1/8 resolution
+    n_pool: int = 12000           # extra labelled renders the oracle trains on (besides train)
     batch_size: int = 128
     lr: float = 3e-3
     max_steps: int = 1500
@@ -43,8 +49,16 @@ class Profile:
     name: str
     data: DataConfig = field(default_factory=DataConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
+    tokenizer: ImageTokenizerConfig = field(default_factory=ImageTokenizerConfig)
+    text_tokenizer: TextTokenizerConfig = field(default_factory=TextTokenizerConfig)
     threads: int | None = 2       # None: leave torch's default (GPU machines)
     device: str = "auto"
+
+    def __post_init__(self):
+        if self.tokenizer.image_size != self.data.image_size:
+            raise ValueError(f"profile {self.name!r}: the image tokenizer takes "
+                             f"{self.tokenizer.image_size} px but the data is rendered at "
+                             f"{self.data.image_size} px")
 
     def replace(self, **changes) -> "Profile":
         return dataclasses.replace(self, **changes)
@@ -54,15 +68,20 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile("quick"),
+    "quick": Profile("quick", tokenizer=TOKENIZER_CONFIGS["quick"],
+                     text_tokenizer=TEXT_TOKENIZER_CONFIGS["quick"]),
     "cpu": Profile(
         "cpu",
+        tokenizer=TOKENIZER_CONFIGS["cpu"],
+        text_tokenizer=TEXT_TOKENIZER_CONFIGS["cpu"],
         data=DataConfig(image_size=64, n_identities=1000, n_train=12000, n_val=1000, n_test=1000,
                         n_compositional=1000),
-        oracle=OracleConfig(width=48, max_steps=6000, max_seconds=900.0),
+        oracle=OracleConfig(width=32, n_pool=24000, max_steps=6000, max_seconds=900.0),
     ),
     "gpu": Profile(
         "gpu",
+        tokenizer=TOKENIZER_CONFIGS["gpu"],
+        text_tokenizer=TEXT_TOKENIZER_CONFIGS["gpu"],
         data=DataConfig(image_size=128, n_identities=5000, n_train=60000, n_val=2000,
                         n_test=2000, n_compositional=2000),
         oracle=OracleConfig(width=64, batch_size=256, max_steps=20000, max_seconds=1200.0),
@@ -70,6 +89,8 @@ PROFILES: dict[str, Profile] = {
     ),
     "paper": Profile(
         "paper",
+        tokenizer=TOKENIZER_CONFIGS["paper"],
+        text_tokenizer=TEXT_TOKENIZER_CONFIGS["paper"],
         data=DataConfig(image_size=256, n_identities=20000, n_train=130000, n_val=5000,
                         n_test=5000, n_compositional=5000),
         oracle=OracleConfig(width=64, batch_size=256, max_steps=50000, max_seconds=7200.0),

@@ -1,0 +1,160 @@
+"""Encoder settings per profile (DESIGN §3, §8), as frozen dataclasses.
+
+Two encoders feed the sequence-level MoE's injecting experts:
+  ClipConfig          a small transformers CLIPModel trained contrastively here (quick / cpu / gpu),
+                      or a pretrained CLIP loaded by id or local folder (paper)
+  FaceEncoderConfig   an ArcFace-trained IResNet identity encoder (quick / cpu / gpu), or a
+                      face-recognition model from a local file (paper; see features.load_face_model)
+
+Training loops stop on `max_steps` *and* `max_seconds`, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+FEATURE_TOKENS = ("patches", "pooled")
+
+
+class _Config:
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        if unknown := set(d) - set(known):
+            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+@dataclass(frozen=True)
+class ClipConfig(_Config):
+    image_size: int = 32                  # the data's pixels per side (input of the extractor)
+    patch_size: int = 4                   # 32 px / 4 = 8x8 patches: eyes are 2-3 px wide
+    vision_width: int = 128
+    vision_layers: int = 3
+    vision_heads: int = 4
+    text_width: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    max_text_len: int = 160               # BPE tokens incl. the end token; longer captions are cut
+    projection_dim: int = 128
+    feature_tokens: str = "patches"       # what the extractor returns, see features.ClipImageFeatures
+    n_pool: int = 12000                   # extra labelled renders (the oracle's pool, same cache)
+    fresh_caption_prob: float = 0.5       # a train image gets a newly generated caption this often
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    max_steps: int = 2000
+    max_seconds: float = 75.0
+    eval_split: str = "validation"
+    seed: int = 0
+    pretrained: str | None = None         # paper: hub id or local folder of a CLIPModel
+
+    def __post_init__(self):
+        if self.feature_tokens not in FEATURE_TOKENS:
+            raise ValueError(f"feature_tokens must be one of {FEATURE_TOKENS}, "
+                             f"got {self.feature_tokens!r}")
+        if self.pretrained is None and self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not divisible by patch_size "
+                             f"{self.patch_size}")
+        if not 0.0 <= self.fresh_caption_prob <= 1.0:
+            raise ValueError(f"fresh_caption_prob must be in [0, 1], got {self.fresh_caption_prob}")
+
+
+@dataclass(frozen=True)
+class FaceEncoderConfig(_Config):
+    image_size: int = 32                  # the data's pixels per side
+    widths: tuple[int, ...] = (16, 32, 64, 128)   # IResNet stage widths (insightface: 64..512)
+    layers: tuple[int, ...] = (1, 1, 1, 1)        # blocks per stage (insightface r50: 3,4,14,3)
+    embedding_dim: int = 128
+    margin: float = 0.5                   # ArcFace additive angular margin m (radians)
+    scale: float = 32.0                   # ArcFace logit scale s (insightface uses 64 for 512-d)
+    holdout_fraction: float = 0.2         # identities never trained on: the verification set
+    n_pool: int = 12000                   # extra renders (the oracle's pool) labelled by identity
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    warmup_steps: int = 30
+    max_steps: int = 2000
+    max_seconds: float = 45.0
+    max_pairs: int = 6000                 # verification pairs (half same, half different person)
+    seed: int = 0
+    pretrained: str | None = None         # paper: local safetensors / TorchScript face model
+    pretrained_size: int = 112            # the pretrained model's input pixels (ArcFace: 112)
+
+    def __post_init__(self):
+        if len(self.widths) != len(self.layers) or not self.widths:
+            raise ValueError(f"widths {self.widths} and layers {self.layers} need the same, "
+                             "non-zero length (one entry per stage)")
+        if self.pretrained is None and self.image_size % 2 ** len(self.widths):
+            raise ValueError(f"{len(self.widths)} stride-2 stages need image_size divisible by "
+                             f"{2 ** len(self.widths)}, got {self.image_size}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if not 0.0 <= self.margin < 1.5:
+            raise ValueError(f"ArcFace margin must be in [0, 1.5) radians, got {self.margin}")
+
+
+CLIP_CONFIGS: dict[str, ClipConfig] = {
+    # 32 px, 8x8 patches, ~80 s on 2 cores.
+    "quick": ClipConfig(),
+    # 64 px, 8x8 patches of 8 px, wider, ~15 min on 2 cores.
+    "cpu": ClipConfig(image_size=64, patch_size=8, vision_width=192, vision_layers=4,
+                      vision_heads=6, text_width=192, text_layers=3, text_heads=6,
+                      projection_dim=192, n_pool=24000, max_steps=20000, max_seconds=900.0),
+    # 128 px, 16x16 patches of 8 px, on one GPU.
+    "gpu": ClipConfig(image_size=128, patch_size=8, vision_width=384, vision_layers=6,
+                      vision_heads=6, text_width=384, text_layers=4, text_heads=6,
+                      projection_dim=256, n_pool=0, fresh_caption_prob=0.7, batch_size=256,
+                      lr=1e-3, max_steps=30000, max_seconds=1800.0),
+    # OpenAI's ViT-L/14 at 224 px, as UniF²ace uses; never trained here (or in tests).
+    "paper": ClipConfig(image_size=256, pretrained="openai/clip-vit-large-patch14", n_pool=0,
+                        max_steps=0, max_seconds=0.0),
+}
+
+FACE_ENCODER_CONFIGS: dict[str, FaceEncoderConfig] = {
+    "quick": FaceEncoderConfig(),
+    "cpu": FaceEncoderConfig(image_size=64, widths=(16, 32, 64, 128), layers=(1, 2, 2, 1),
+                             embedding_dim=256, n_pool=24000, max_steps=20000, max_seconds=600.0,
+                             max_pairs=20000),
+    "gpu": FaceEncoderConfig(image_size=128, widths=(32, 64, 128, 256), layers=(2, 2, 4, 2),
+                             embedding_dim=512, scale=64.0, n_pool=0, batch_size=256,
+                             max_steps=30000, max_seconds=1200.0, max_pairs=20000),
+    # An insightface ArcFace IResNet-50 converted to our safetensors format (see
+    # features.convert_insightface_checkpoint); the path is the user's, never downloaded.
+    "paper": FaceEncoderConfig(image_size=256, pretrained="checkpoints/arcface_r50.safetensors",
+                               widths=(64, 128, 256, 512), layers=(3, 4, 14, 3),
+                               embedding_dim=512, scale=64.0, n_pool=0, max_steps=0,
+                               max_seconds=0.0),
+}
+
+
+def _lookup(table: dict, attr: str, profile):
+    from .. import profiles
+
+    profile = profiles.get_profile(profile)
+    cfg = getattr(profile, attr, None) or table.get(profile.name)
+    if cfg is None:
+        raise ValueError(f"profile {profile.name!r} has no {attr} config; pass one explicitly or "
+                         f"use one of {sorted(table)}")
+    if cfg.pretrained is None and cfg.image_size != profile.data.image_size:
+        raise ValueError(f"profile {profile.name!r}: the {attr} config takes {cfg.image_size} px "
+                         f"but the data is rendered at {profile.data.image_size} px")
+    return cfg
+
+
+def clip_config(profile) -> ClipConfig:
+    """The profile's CLIP settings (`profile.clip` once wired into Profile, else CLIP_CONFIGS)."""
+    return _lookup(CLIP_CONFIGS, "clip", profile)
+
+
+def face_encoder_config(profile) -> FaceEncoderConfig:
+    """The profile's identity-encoder settings (`profile.face_encoder` or FACE_ENCODER_CONFIGS)."""
+    return _lookup(FACE_ENCODER_CONFIGS, "face_encoder", profile)

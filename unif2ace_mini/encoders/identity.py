@@ -1,0 +1,199 @@
+"""An ArcFace-style identity encoder: an IResNet backbone trained with an additive angular margin.
+
+The backbone is insightface's IResNet (arcface_torch/backbones/iresnet.py) with configurable
+stage widths and depths, and the same module names, so an insightface ArcFace checkpoint loads
+into `IResNet(widths=(64, 128, 256, 512), layers=(3, 4, 14, 3), image_size=112)` unchanged
+(features.convert_insightface_checkpoint). The mini encoders are the same network, 4x narrower
+and one block per stage.
+
+ArcFace (Deng et al., 2019) classifies training identities with cosine logits and adds a margin
+m to the *angle* of the true class: target logit s*cos(theta_y + m), others s*cos(theta_j). The
+embedding must then sit at least m radians closer to its own class centre than to any other,
+which is what makes unseen people separable by a cosine threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .. import runtime
+from ..data.dataset import to_unit_range
+from .config import FaceEncoderConfig
+from .data import random_shift
+
+
+class IBasicBlock(nn.Module):
+    """Pre-activation residual block of IResNet: BN-conv-BN-PReLU-conv(stride)-BN + shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in, eps=1e-5)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out, eps=1e-5)
+        self.prelu = nn.PReLU(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, stride, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c_out, eps=1e-5)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                            nn.BatchNorm2d(c_out, eps=1e-5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
+        return out + (x if self.downsample is None else self.downsample(x))
+
+
+class IResNet(nn.Module):
+    """(B, 3, S, S) images in [-1, 1] -> (B, embedding_dim) identity embeddings (not normalised).
+
+    Each stage halves the resolution, so the flattened map fed to `fc` is (S / 2^stages)^2
+    positions: the embedding keeps *where* features are, which matters for face geometry.
+    """
+
+    def __init__(self, widths=(64, 128, 256, 512), layers=(3, 4, 14, 3), embedding_dim: int = 512,
+                 image_size: int = 112, dropout: float = 0.0):
+        super().__init__()
+        if len(widths) != len(layers) or not widths:
+            raise ValueError(f"widths {widths} and layers {layers} need one entry per stage")
+        side = image_size // 2 ** len(widths)
+        if side < 1 or image_size % 2 ** len(widths):
+            raise ValueError(f"image_size {image_size} is not divisible by 2^{len(widths)}")
+        self.widths, self.layers = tuple(widths), tuple(layers)
+        self.embedding_dim, self.image_size = embedding_dim, image_size
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0], eps=1e-5)
+        self.prelu = nn.PReLU(widths[0])
+        c = widths[0]
+        for k, (w, n) in enumerate(zip(widths, layers)):   # layer1..layerN, as insightface names them
+            blocks = [IBasicBlock(c, w, stride=2)] + [IBasicBlock(w, w) for _ in range(n - 1)]
+            self.add_module(f"layer{k + 1}", nn.Sequential(*blocks))
+            c = w
+        self.bn2 = nn.BatchNorm2d(c, eps=1e-5)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(c * side * side, embedding_dim)
+        self.features = nn.BatchNorm1d(embedding_dim, eps=1e-5)
+        nn.init.constant_(self.features.weight, 1.0)
+        self.features.weight.requires_grad = False   # as insightface: a pure standardisation
+
+    def arch(self) -> dict:
+        """Everything needed to rebuild the network (stored in checkpoints)."""
+        return {"widths": list(self.widths), "layers": list(self.layers),
+                "embedding_dim": self.embedding_dim, "image_size": self.image_size}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.prelu(self.bn1(self.conv1(x)))                     # (B, w0, S, S)
+        for k in range(len(self.widths)):
+            x = getattr(self, f"layer{k + 1}")(x)                   # (B, wk, S/2^(k+1), ...)
+        x = self.dropout(torch.flatten(self.bn2(x), 1))             # (B, wN * side^2)
+        return self.features(self.fc(x))                            # (B, D)
+
+
+def arcface_logits(cos: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """Cosines (B, C) with the true class's entry replaced by cos(theta + margin). (B, C)
+
+    Past theta = pi - margin, cos(theta + m) would turn back up and reward a *worse* angle, so
+    there insightface (and we) use cos(theta) - m * sin(m), which keeps the logit decreasing.
+    """
+    if labels.shape != cos.shape[:1]:
+        raise ValueError(f"need one label per row: cos {tuple(cos.shape)}, labels {tuple(labels.shape)}")
+    target = cos.gather(1, labels[:, None]).clamp(-1 + 1e-7, 1 - 1e-7)  # (B, 1)
+    sin = (1.0 - target.pow(2)).sqrt()
+    shifted = target * math.cos(margin) - sin * math.sin(margin)        # cos(theta + m)
+    shifted = torch.where(target > math.cos(math.pi - margin), shifted,
+                          target - margin * math.sin(margin))
+    return cos.scatter(1, labels[:, None], shifted)
+
+
+class ArcFaceHead(nn.Module):
+    """One weight vector per training identity; logits = s * cos(angle), margin on the true one."""
+
+    def __init__(self, embedding_dim: int, n_classes: int, scale: float = 32.0, margin: float = 0.5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_classes, embedding_dim) * 0.01)
+        self.scale, self.margin = scale, margin
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor | None = None,
+                margin: float | None = None) -> torch.Tensor:
+        cos = F.normalize(emb, dim=-1) @ F.normalize(self.weight, dim=-1).T   # (B, C)
+        if labels is not None:
+            cos = arcface_logits(cos, labels, self.margin if margin is None else margin)
+        return self.scale * cos
+
+
+def build_face_encoder(cfg: FaceEncoderConfig) -> IResNet:
+    return IResNet(cfg.widths, cfg.layers, cfg.embedding_dim, cfg.image_size)
+
+
+def train_face_encoder(backbone: IResNet, data: dict, cfg: FaceEncoderConfig,
+                       progress: bool | None = None) -> dict:
+    """ArcFace training on data = {images uint8 (N,3,H,W), classes (N,)} until max_steps or
+    max_seconds; the head is thrown away afterwards (only the backbone embeds faces).
+
+    The margin ramps up from 0 over the warmup: a randomly initialised tiny network facing a
+    0.5 rad margin on hundreds of classes often never leaves the starting plateau.
+    """
+    device = next(backbone.parameters()).device
+    images, classes = data["images"], data["classes"]
+    n_classes = int(classes.max()) + 1
+    head = ArcFaceHead(cfg.embedding_dim, n_classes, cfg.scale, cfg.margin).to(device)
+    params = [p for p in list(backbone.parameters()) + list(head.parameters()) if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history = {"step": [], "loss": [], "lr": [], "margin": [], "batch_acc": []}
+    batch = min(cfg.batch_size, len(images))
+    start, step = time.perf_counter(), 0
+    bar = tqdm(total=cfg.max_steps, desc="ArcFace", disable=runtime.progress_disabled() or progress is False)
+    backbone.train()
+    while step < cfg.max_steps:
+        done = max(step / cfg.max_steps, (time.perf_counter() - start) / max(cfg.max_seconds, 1e-9))
+        if done >= 1:
+            break
+        warm = min(1.0, (step + 1) / cfg.warmup_steps)
+        lr = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * done))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        idx = torch.randint(len(images), (batch,), generator=gen)
+        x = random_shift(to_unit_range(images[idx]), gen).to(device)    # (B, 3, H, W)
+        y = classes[idx].to(device)
+        logits = head(backbone(x), y, margin=cfg.margin * warm)         # (B, C)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        acc = (logits.argmax(1) == y).float().mean().item()   # with the margin: a strict test
+        history["step"].append(step)
+        history["loss"].append(loss.item())
+        history["lr"].append(lr)
+        history["margin"].append(cfg.margin * warm)
+        history["batch_acc"].append(acc)
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
+    bar.close()
+    backbone.eval()
+    seconds = time.perf_counter() - start
+    history |= {"steps": step, "seconds": seconds, "img_per_s": step * batch / max(seconds, 1e-9),
+                "batch_size": batch, "n_images": len(images), "n_classes": n_classes}
+    return history
+
+
+@torch.no_grad()
+def embed_faces(backbone: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """L2-normalised embeddings of uint8 or [-1,1] images (N,3,H,W). (N, D)"""
+    device = next(backbone.parameters()).device
+    was_training = backbone.training
+    backbone.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size]
+        x = to_unit_range(x) if x.dtype == torch.uint8 else x
+        out.append(F.normalize(backbone(x.to(device)).float(), dim=-1).cpu())
+    backbone.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, getattr(backbone, "embedding_dim", 0))

@@ -1,0 +1,134 @@
+"""ModelConfig: the size and the slot choices of the unified transformer, per profile.
+
+`vocab_size` depends on the trained tokenizers, so the per-profile entries of MODEL_CONFIGS leave
+it unset and `config.for_vocab(vocab)` fills it in. `max_len` is both the training sequence
+length (every example is padded to it) and the number of positions the model can address.
+
+Slots (see slots.py and the contract in DESIGN §8):
+    ffn       "dense"     one GELU MLP                       | "token_moe"     grouped token MoE
+    sequence  "identity"  nothing (a plain transformer)      | "sequence_moe"  grouped sequence MoE
+`moe` / `seq_moe` hold the MoE settings (moe_config.TokenMoEConfig / SequenceMoEConfig); None
+means that class's defaults when the slot is a MoE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+POSITIONS = ("rope", "learned")
+FFN_SLOTS = ("dense", "token_moe")
+SEQUENCE_SLOTS = ("identity", "sequence_moe")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int | None = None   # Vocabulary.size: text + specials + image codes + MASK
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    d_ff: int = 512
+    max_len: int = 128              # padded sequence length = positions the model addresses
+    dropout: float = 0.0            # attention-probability and residual dropout
+    positions: str = "rope"         # "rope" (rotary, relative) | "learned" (absolute table)
+    rope_theta: float = 10000.0
+    ffn: str = "dense"
+    sequence: str = "identity"
+    moe: Any = None                 # TokenMoEConfig | None
+    seq_moe: Any = None             # SequenceMoEConfig | None
+    tie_embeddings: bool = False    # share the input embedding with the output layer
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        if self.vocab_size is not None and self.vocab_size < 2:
+            raise ValueError(f"vocab_size must be >= 2, got {self.vocab_size}")
+        for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"unknown positions {self.positions!r}; choose one of {POSITIONS}")
+        if self.positions == "rope" and (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"rotary positions need an even head size, got "
+                             f"{self.d_model // self.n_heads}")
+        if self.ffn not in FFN_SLOTS:
+            raise ValueError(f"unknown ffn slot {self.ffn!r}; choose one of {FFN_SLOTS}")
+        if self.sequence not in SEQUENCE_SLOTS:
+            raise ValueError(f"unknown sequence slot {self.sequence!r}; choose one of "
+                             f"{SEQUENCE_SLOTS}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def for_vocab(self, vocab) -> "ModelConfig":
+        """This config with vocab_size = vocab.size (a Vocabulary or an int)."""
+        size = vocab if isinstance(vocab, int) else vocab.size
+        return dataclasses.replace(self, vocab_size=size)
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)     # nested MoE configs become dicts
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
+        d = dict(d)
+        if isinstance(d.get("moe"), dict):
+            from .moe_config import TokenMoEConfig
+            d["moe"] = _from_dict(TokenMoEConfig, d["moe"])
+        if isinstance(d.get("seq_moe"), dict):
+            from .moe_config import SequenceMoEConfig
+            d["seq_moe"] = _from_dict(SequenceMoEConfig, d["seq_moe"])
+        return cls(**d)
+
+    def differences(self, other: "ModelConfig") -> dict[str, tuple]:
+        """{field: (self's value, other's value)} where the two configs differ."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
+
+
+def _from_dict(cls, d: dict):
+    if hasattr(cls, "from_dict"):
+        return cls.from_dict(d)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+# Sizes per profile (vocab_size comes from the tokenizers: `MODEL_CONFIGS[p].for_vocab(vocab)`).
+# max_len = image tokens + 5 specials + the text budget (captions are cut at a sentence end).
+MODEL_CONFIGS: dict[str, ModelConfig] = {
+    # 64 image tokens + 59 text tokens; ~3 min of training on 2 cores (DESIGN §11 sizing).
+    "quick": ModelConfig(d_model=128, n_layers=4, n_heads=4, d_ff=512, max_len=128),
+    # 64 image tokens + up to 155 text tokens: SynthFaces' longest captions fit whole.
+    "cpu": ModelConfig(d_model=256, n_layers=6, n_heads=8, d_ff=1024, max_len=224),
+    # 16x16 = 256 image tokens + 187 text tokens.
+    "gpu": ModelConfig(d_model=512, n_layers=12, n_heads=8, d_ff=2048, max_len=448,
+                       dropout=0.0),
+    # Phi-1.5 scale (Show-o's LLM): 24 layers, d=2048, 32 heads; 256 image tokens + 251 text.
+    "paper": ModelConfig(d_model=2048, n_layers=24, n_heads=32, d_ff=8192, max_len=512),
+}
+
+
+def get_model_config(profile: str) -> ModelConfig:
+    """The profile's ModelConfig (vocab_size still unset)."""
+    name = getattr(profile, "name", profile)
+    try:
+        return MODEL_CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(MODEL_CONFIGS)}") \
+            from None
