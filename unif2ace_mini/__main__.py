@@ -1,6 +1,9 @@
 """Command line: `python -m unif2ace_mini <command>` (also installed as `unif2ace-mini`).
 
   data build          render a SynthFaces dataset (imagefolder layout)
+  train               train the unified model on a profile (checkpoints, --resume)
+  generate            generate a face from a caption or attribute JSON
+  answer              answer a question about a face image (or caption it)
   profiles            list the profiles and their sizes
   reproduce           execute every notebook on a profile and write runs/<profile>/report.md
   refresh-notebooks   re-execute notebooks in place: the stored outputs nbval compares
@@ -47,11 +50,15 @@ def _refresh(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .data.cli import add_cli as add_data_cli
+    from .inference_cli import add_cli as add_inference_cli
+    from .training import add_cli as add_train_cli
 
     parser = argparse.ArgumentParser(prog="unif2ace_mini", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     add_data_cli(sub)
+    add_train_cli(sub)
+    add_inference_cli(sub)
 
     p = sub.add_parser("profiles", help="list the profiles (or show one)")
     p.add_argument("name", nargs="?")

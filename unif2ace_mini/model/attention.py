@@ -10,9 +10,13 @@ with a KV cache all build it the same way:
                          never meets an all-masked row (no NaN) and its output is ignored.
 Positions count real tokens only (`position_ids`), so padding on the left or the right, and how
 much of it, changes nothing for the real tokens.
+
+`KVCache` holds what appending tokens to a batch needs (keys/values, ids so far, tasks, ...).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -106,3 +110,30 @@ class SelfAttention(nn.Module):
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(batch, length, d_model)                 # (B, L, D)
         return self.out(y), (k, v)
+
+
+@dataclass
+class KVCache:
+    """What decoding needs to continue a batch: per-layer rotated keys/values, the ids so far
+    (for the mask and positions), each row's task, the features, and for a sequence-level MoE
+    the stream rows its router pooled over (so appended tokens are routed as in a full pass)."""
+    keys: list[Tensor]                      # per layer (B, H, S, Dh)
+    values: list[Tensor]
+    input_ids: Tensor                       # (B, S)
+    task: Tensor                            # (B,)
+    features: dict | None = None
+    context: list[tuple[Tensor, Tensor] | None] = field(default_factory=list)  # (B, R, D), (B, R)
+
+    @property
+    def length(self) -> int:
+        return self.input_ids.shape[1]
+
+    def select(self, rows: Tensor) -> "KVCache":
+        """The cache of a subset (or reordering) of the batch rows, e.g. to drop finished rows."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.input_ids.device)
+        pick = lambda t: t.index_select(0, rows)                             # noqa: E731
+        return KVCache([pick(k) for k in self.keys], [pick(v) for v in self.values],
+                       pick(self.input_ids), pick(self.task),
+                       None if self.features is None else
+                       {n: pick(f) for n, f in self.features.items()},
+                       [None if c is None else (pick(c[0]), pick(c[1])) for c in self.context])

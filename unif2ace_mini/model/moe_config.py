@@ -1,4 +1,4 @@
-"""Configuration of the two mixtures of experts (DESIGN §8, paper §3.3).
+"""Configuration of the two mixtures of experts (DESIGN §8).
 
 UniF²ace states the structure but not the sizes. Everything the paper leaves open is a field here,
 with the choice we made and why. The notebook quotes this docstring.
@@ -45,8 +45,8 @@ Sequence-level MoE (`SequenceMoEConfig`), after each block's FFN
       sequence's position in the batch.
     - lambda_mmu = lambda_t2i = 0.01 (as the token MoE). Balance matters less here: the groups
       deliberately contain two copy experts, so a balanced router still copies half the time.
-    - clip_dim / face_dim: the width of the feature tensors our encoders produce; the lead sets
-      them from the encoder configs (a mismatch is a clear ValueError at the first forward).
+    - clip_dim / face_dim: the width of the feature tensors the encoders produce, per profile
+      below (a mismatch is a clear ValueError at the first forward).
 """
 
 from __future__ import annotations
@@ -150,8 +150,9 @@ class SequenceMoEConfig:
         return dataclasses.replace(self, **changes)
 
 
-# Per-profile choices; the lead wires them into the model config. Feature widths follow the
-# encoders and are set by the lead from the encoder configs.
+# Per-profile choices; the lead wires them into the model config. Feature widths follow
+# encoders/config.py: clip_dim = ClipConfig.vision_width (the extractor returns patch tokens),
+# face_dim = FaceEncoderConfig.embedding_dim; paper: CLIP ViT-L/14 (1024) and ArcFace r50 (512).
 TOKEN_MOE_CONFIGS: dict[str, TokenMoEConfig] = {
     "quick": TokenMoEConfig(),
     "cpu": TokenMoEConfig(),
@@ -160,9 +161,9 @@ TOKEN_MOE_CONFIGS: dict[str, TokenMoEConfig] = {
 }
 
 SEQUENCE_MOE_CONFIGS: dict[str, SequenceMoEConfig] = {
-    "quick": SequenceMoEConfig(),
-    "cpu": SequenceMoEConfig(),
-    "gpu": SequenceMoEConfig(noise_dim=256, resampler_heads=8),
+    "quick": SequenceMoEConfig(clip_dim=128, face_dim=128),
+    "cpu": SequenceMoEConfig(clip_dim=192, face_dim=256, noise_dim=128),
+    "gpu": SequenceMoEConfig(clip_dim=384, face_dim=512, noise_dim=256, resampler_heads=8),
     "paper": SequenceMoEConfig(clip_dim=1024, face_dim=512, noise_dim=512, noise_tokens=16,
                                resampler_heads=16),
 }

@@ -16,9 +16,23 @@ MoE modules are imported lazily, so the dense model never needs them.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .config import ModelConfig
+from .tasks import T2I
+
+
+def condition_mask(input_ids: Tensor, task: Tensor, vocab) -> Tensor:
+    """(B, L) bool: the conditioning tokens a sequence-level router may pool over.
+
+    mmu: real tokens up to and including the first <|eoi|>; t2i: real tokens before <|soi|>."""
+    real = input_ids != vocab.pad_id
+    soi = input_ids == vocab.special_id("soi")
+    eoi = input_ids == vocab.special_id("eoi")
+    before_image = soi.long().cumsum(-1) == 0                                 # t2i prompt
+    through_eoi = (eoi.long().cumsum(-1) - eoi.long()) == 0                   # mmu prefix
+    return real & torch.where((task == T2I)[:, None], before_image, through_eoi)
 
 
 class DenseFFN(nn.Module):

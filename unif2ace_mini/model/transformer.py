@@ -18,8 +18,9 @@ tokens up to the first <|eoi|> (task token + image); t2i rows: the text prompt b
 So an answer token cannot change the routing of earlier tokens (text stays causal, a KV cache
 reproduces the full forward), and all MaskGIT steps of one prompt route the same way.
 
-forward(input_ids (B, L), features=None, past_key_values=None, use_cache=False)
-    -> UniFaceOutput(logits (B, L, V), aux_loss (), aux [per layer], past_key_values)
+forward(input_ids (B, L), features=None, past_key_values=None, use_cache=False,
+        logits_mask=None) -> UniFaceOutput(logits (B, L, V), aux_loss (), aux [per layer],
+                                           past_key_values)
 The task of each row comes from its first real token (<|t2i|> or <|mmu|>) and is remembered in
 the cache. Logits cover the whole vocabulary (MASK column included: d3diff_loss drops it).
 """
@@ -27,7 +28,7 @@ the cache. Logits cover the whole vocabulary (MASK column included: d3diff_loss 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,55 +36,17 @@ from torch import Tensor, nn
 
 from .. import runtime
 from ..tokenizers.vocab import Vocabulary
-from .attention import (RotaryEmbedding, SelfAttention, omni_attention_mask, open_image_segment,
-                        position_ids)
+from .attention import (KVCache, RotaryEmbedding, SelfAttention, omni_attention_mask,
+                        open_image_segment, position_ids)
 from .config import ModelConfig
-from .slots import IdentitySequence, build_ffn_slot, build_sequence_slot
-from .tasks import T2I, task_from_ids
+from .slots import (DenseFFN, IdentitySequence, build_ffn_slot, build_sequence_slot,
+                    condition_mask)
+from .tasks import task_from_ids
 
 FORMAT = "unif2ace-mini/uniface"
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-
-
-def condition_mask(input_ids: Tensor, task: Tensor, vocab: Vocabulary) -> Tensor:
-    """(B, L) bool: the conditioning tokens a sequence-level router may pool over.
-
-    mmu: real tokens up to and including the first <|eoi|>; t2i: real tokens before <|soi|>."""
-    real = input_ids != vocab.pad_id
-    soi = input_ids == vocab.special_id("soi")
-    eoi = input_ids == vocab.special_id("eoi")
-    before_image = soi.long().cumsum(-1) == 0                                 # t2i prompt
-    through_eoi = (eoi.long().cumsum(-1) - eoi.long()) == 0                   # mmu prefix
-    return real & torch.where((task == T2I)[:, None], before_image, through_eoi)
-
-
-@dataclass
-class KVCache:
-    """What decoding needs to continue a batch: per-layer rotated keys/values, the ids so far
-    (for the mask and positions), each row's task, the features, and for a sequence-level MoE
-    the stream rows its router pooled over (so appended tokens are routed as in a full pass)."""
-    keys: list[Tensor]                      # per layer (B, H, S, Dh)
-    values: list[Tensor]
-    input_ids: Tensor                       # (B, S)
-    task: Tensor                            # (B,)
-    features: dict | None = None
-    context: list[tuple[Tensor, Tensor] | None] = field(default_factory=list)  # (B, R, D), (B, R)
-
-    @property
-    def length(self) -> int:
-        return self.input_ids.shape[1]
-
-    def select(self, rows: Tensor) -> "KVCache":
-        """The cache of a subset (or reordering) of the batch rows, e.g. to drop finished rows."""
-        rows = torch.as_tensor(rows, dtype=torch.long, device=self.input_ids.device)
-        pick = lambda t: t.index_select(0, rows)                             # noqa: E731
-        return KVCache([pick(k) for k in self.keys], [pick(v) for v in self.values],
-                       pick(self.input_ids), pick(self.task),
-                       None if self.features is None else
-                       {n: pick(f) for n, f in self.features.items()},
-                       [None if c is None else (pick(c[0]), pick(c[1])) for c in self.context])
 
 
 @dataclass
@@ -155,9 +118,9 @@ class UniFace(nn.Module):
             self.head.weight = self.embed.weight
 
     def _init_weights(self) -> None:
-        """GPT-2 init for the modules defined here (MoE slots keep their own init): N(0, 0.02),
-        and residual output projections scaled by 1/sqrt(2 n_layers) so the stream's variance
-        does not grow with depth."""
+        """GPT-2 init: N(0, 0.02), and residual output projections scaled by 1/sqrt(2 n_layers)
+        so the stream's variance does not grow with depth. A token MoE gets the same two scales
+        (its `reset_parameters`), so the dense-vs-MoE ablation starts from comparable streams."""
         std = self.config.init_std
         residual_std = std / (2 * self.config.n_layers) ** 0.5
         for module in [self.embed, self.pos_embed, self.head]:
@@ -165,8 +128,10 @@ class UniFace(nn.Module):
                 nn.init.normal_(module.weight, std=std)
         for block in self.blocks:
             linears = [(block.attn.qkv, std), (block.attn.out, residual_std)]
-            if hasattr(block.ffn, "up") and hasattr(block.ffn, "down"):
+            if isinstance(block.ffn, DenseFFN):
                 linears += [(block.ffn.up, std), (block.ffn.down, residual_std)]
+            elif hasattr(block.ffn, "reset_parameters"):
+                block.ffn.reset_parameters(std=std, out_std=residual_std)
             for linear, s in linears:
                 nn.init.normal_(linear.weight, std=s)
                 nn.init.zeros_(linear.bias)
@@ -193,11 +158,15 @@ class UniFace(nn.Module):
                                  "only continues causal text (close the image with <|eoi|>)")
 
     def forward(self, input_ids: Tensor, features: dict[str, Tensor] | None = None,
-                past_key_values: KVCache | None = None, use_cache: bool = False) -> UniFaceOutput:
+                past_key_values: KVCache | None = None, use_cache: bool = False,
+                logits_mask: Tensor | None = None) -> UniFaceOutput:
         """Logits for `input_ids` (B, L); with `past_key_values`, ids continue the cached ones.
 
         features: {"clip": (B, N, D_f), "face": ...} for a sequence-level MoE (mmu rows); kept in
-        the cache, so decoding steps need not pass them again."""
+        the cache, so decoding steps need not pass them again.
+        logits_mask: (B, L) bool, training only: logits are then (N, V) for the True positions in
+        row-major order. The output layer is ~20% of the model's matmuls at quick size, and the
+        losses read only a third of the positions."""
         past = past_key_values
         self._check_inputs(input_ids, past)
         batch, length = input_ids.shape
@@ -239,6 +208,12 @@ class UniFace(nn.Module):
                 values.append(v)
                 contexts.append(self._grow_context(context, slot_in, cond)
                                 if block.pools_sequence else None)
+        if logits_mask is not None:
+            if logits_mask.shape != input_ids.shape or logits_mask.dtype != torch.bool:
+                raise ValueError(f"logits_mask must be a bool tensor of shape "
+                                 f"{tuple(input_ids.shape)}")
+            rows = logits_mask.flatten().nonzero().squeeze(1)
+            x = x.flatten(0, 1).index_select(0, rows)                             # (N, D)
         logits = self.head(self.norm(x))                                          # (B, L, V)
         cache = KVCache(keys, values, all_ids, task, features, contexts) if use_cache else None
         return UniFaceOutput(logits, aux_loss, aux, cache)

@@ -1,0 +1,30 @@
+"""load_or_train_model: trains once into the cache, then loads the same weights."""
+
+import torch
+
+from unif2ace_mini.model import ModelConfig, load_or_train_model
+from unif2ace_mini.model.cache import model_cache_dir
+from unif2ace_mini.tokenizers import Vocabulary, train_text_tokenizer
+from unif2ace_mini.training import TrainConfig, TrainingData
+
+
+def test_trains_once_then_loads(tmp_path):
+    caption = "A face. Blue eyes and a hat."
+    tok = train_text_tokenizer([caption, "Is the person happy? yes no"] * 3, vocab_size=290)
+    records = [{"caption": caption, "vqa": [{"question": "Is the person happy?", "answer": "yes"}]}
+               ] * 4
+    data = TrainingData(records, torch.arange(16).view(4, 4), tok,
+                        Vocabulary.from_tokenizers(tok, 16), "cache-test")
+    mc = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, max_len=40)
+    tc = TrainConfig(batch_size=4, max_steps=3, warmup_steps=1, ema_decay=0.5)
+    model, log = load_or_train_model("quick", mc, tc, data=data, root=tmp_path, progress=False)
+    assert [r["step"] for r in log] == [1, 2, 3] and not model.training
+    again, log2 = load_or_train_model("quick", mc, tc, data=data, root=tmp_path, progress=False)
+    assert log2 == log
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+    # another recipe or other data is another cache entry; the time limit is not a recipe
+    key = lambda m, t, d: model_cache_dir("quick", m.for_vocab(data.vocab), t, d)  # noqa: E731
+    assert key(mc, tc, "a") != key(mc, tc.replace(max_steps=2), "a") != key(mc, tc, "b")
+    assert key(mc, tc, "a") == key(mc, tc.replace(max_seconds=1.0), "a")
+    assert key(mc, tc, "a") != key(mc.replace(ffn="token_moe"), tc, "a")

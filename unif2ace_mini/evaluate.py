@@ -1,0 +1,330 @@
+"""Basic metrics of the unified model on a SynthFaces split, always beside baselines (DESIGN §9).
+
+Understanding
+    VQA exact match        answers compared after lower-casing and stripping spaces / a final
+                           period; overall and per question type.  Baseline: the majority train
+                           answer of the same question (else of its type).
+    caption P / R / F1     generated captions parsed back to {group: value} (parse_caption).
+                           precision = correct statements / statements;
+                           recall    = correct statements / the image's true attributes that a
+                                       caption can state at all (values with a phrase).
+                           Micro-averaged over images. Baselines: "frequent attributes" (always
+                           state the k groups train captions state most often, each with its most
+                           frequent value; k = the mean number stated) and "reference" (the
+                           dataset's own caption, cut to the model's text budget as in training:
+                           precision 1, and the recall a perfect imitator of the captions gets).
+Generation
+    attribute accuracy     the oracle reads the generated face; only the attributes its caption
+                           states are scored (micro-averaged). Baselines: unconditional (empty
+                           prompt), shuffled prompt (another image's caption, scored against this
+                           caption), and the real images themselves (the oracle's ceiling).
+    FD-oracle              Fréchet distance between Gaussian fits of the oracle's penultimate
+                           features of generated and real images (not FID: another network).
+                           With n ~ 128 and 256 features it is biased upwards; compare only at
+                           equal n, next to the real-vs-real floor (n train vs n split images).
+The evaluation takes the first `n` images of the split (default 128: about a minute or two of CPU
+for everything at the quick size) and all their VQA pairs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .data.groups import TAXONOMY
+from .data.text import parse_caption
+
+
+# --- understanding metrics ------------------------------------------------------------------
+def normalize_answer(text: str) -> str:
+    return " ".join(str(text).lower().strip().rstrip(".").split())
+
+
+def exact_match(predictions: Sequence[str], answers: Sequence[str]) -> float:
+    if len(predictions) != len(answers) or not answers:
+        raise ValueError(f"need equally many predictions and answers (> 0), got "
+                         f"{len(predictions)} and {len(answers)}")
+    return float(np.mean([normalize_answer(p) == normalize_answer(a)
+                          for p, a in zip(predictions, answers)]))
+
+
+def vqa_scores(predictions: Sequence[str], answers: Sequence[str],
+               types: Sequence[str]) -> dict:
+    """{"accuracy": exact match, "per_type": {type: exact match}, "n": questions}."""
+    if len(types) != len(answers):
+        raise ValueError(f"{len(types)} question types for {len(answers)} answers")
+    by_type = defaultdict(list)
+    for p, a, t in zip(predictions, answers, types):
+        by_type[t].append((p, a))
+    return {"accuracy": exact_match(predictions, answers), "n": len(answers),
+            "per_type": {t: exact_match(*zip(*pairs)) for t, pairs in sorted(by_type.items())}}
+
+
+def majority_answers(records: Sequence[Mapping]) -> dict:
+    """The most frequent answer per question, per question type, and overall (from train)."""
+    by_q, by_t, overall = defaultdict(Counter), defaultdict(Counter), Counter()
+    for r in records:
+        for qa in r["vqa"]:
+            a = normalize_answer(qa["answer"])
+            by_q[qa["question"]][a] += 1
+            by_t[qa["type"]][a] += 1
+            overall[a] += 1
+    if not overall:
+        raise ValueError("no VQA pairs to take majority answers from")
+    top = lambda c: c.most_common(1)[0][0]                                   # noqa: E731
+    return {"question": {q: top(c) for q, c in by_q.items()},
+            "type": {t: top(c) for t, c in by_t.items()}, "overall": top(overall)}
+
+
+def majority_predict(table: dict, questions: Sequence[str], types: Sequence[str]) -> list[str]:
+    return [table["question"].get(q, table["type"].get(t, table["overall"]))
+            for q, t in zip(questions, types)]
+
+
+def sayable(attributes: Mapping[str, str], taxonomy=TAXONOMY) -> dict[str, str]:
+    """The attributes a caption can state (values with at least one caption phrase)."""
+    return {g: v for g, v in attributes.items() if taxonomy.group(g).phrases.get(v)}
+
+
+def attribute_prf(stated: Sequence[Mapping[str, str]], truth: Sequence[Mapping[str, str]]) -> dict:
+    """Micro precision / recall / F1 of stated {group: value} against true {group: value}."""
+    if len(stated) != len(truth) or not truth:
+        raise ValueError(f"need equally many stated and true attribute sets (> 0), got "
+                         f"{len(stated)} and {len(truth)}")
+    correct = sum(sum(true.get(g) == v for g, v in s.items()) for s, true in zip(stated, truth))
+    n_stated, n_true = sum(len(s) for s in stated), sum(len(t) for t in truth)
+    p = correct / n_stated if n_stated else 0.0
+    r = correct / n_true if n_true else 0.0
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
+            "mean_stated": n_stated / len(stated)}
+
+
+def frequent_attributes(captions: Sequence[str]) -> dict[str, str]:
+    """The caption baseline: the k groups captions state most often, each with its most
+    frequent value, k = the mean number of attributes a caption states."""
+    parsed = [parse_caption(c) for c in captions]
+    if not parsed:
+        raise ValueError("no captions to take frequent attributes from")
+    counts = Counter(g for p in parsed for g in p)
+    k = round(np.mean([len(p) for p in parsed]))
+    values = {g: Counter(p[g] for p in parsed if g in p).most_common(1)[0][0]
+              for g, _ in counts.most_common(k)}
+    return values
+
+
+# --- generation metrics ---------------------------------------------------------------------
+def attribute_accuracy(predicted: Sequence[Mapping[str, str]],
+                       stated: Sequence[Mapping[str, str]]) -> dict:
+    """Share of the stated attributes the oracle finds in the image (micro over all statements)."""
+    if len(predicted) != len(stated):
+        raise ValueError(f"{len(predicted)} predictions for {len(stated)} prompts")
+    hits = [seen.get(g) == v for seen, s in zip(predicted, stated) for g, v in s.items()]
+    return {"accuracy": float(np.mean(hits)) if hits else float("nan"), "n_scored": len(hits)}
+
+
+def gaussian_frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> float:
+    """|mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1^1/2 C2 C1^1/2)^1/2), the Fréchet (2-Wasserstein)
+    distance of two Gaussians; eigen-decompositions in float64 (no scipy needed)."""
+    mu1, mu2, cov1, cov2 = (torch.as_tensor(x, dtype=torch.float64) for x in (mu1, mu2, cov1, cov2))
+    if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != (len(mu1), len(mu1)):
+        raise ValueError(f"shape mismatch: mu {tuple(mu1.shape)} / {tuple(mu2.shape)}, cov "
+                         f"{tuple(cov1.shape)} / {tuple(cov2.shape)}")
+    w, v = torch.linalg.eigh(cov1)
+    root1 = (v * w.clamp(min=0).sqrt()) @ v.T                                # C1^1/2
+    middle = root1 @ cov2 @ root1
+    cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    fd = (mu1 - mu2).pow(2).sum() + cov1.trace() + cov2.trace() - 2 * cross
+    return max(float(fd), 0.0)
+
+
+def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
+    """FD between Gaussian fits (mean, unbiased covariance) of two feature sets (N, D)."""
+    for f in (features_a, features_b):
+        if f.dim() != 2 or f.shape[0] < 2:
+            raise ValueError(f"features must be (N >= 2, D), got {tuple(f.shape)}")
+    if features_a.shape[1] != features_b.shape[1]:
+        raise ValueError(f"feature sizes differ: {features_a.shape[1]} vs {features_b.shape[1]}")
+    a, b = features_a.double(), features_b.double()
+    return gaussian_frechet_distance(a.mean(0), torch.cov(a.T), b.mean(0), torch.cov(b.T))
+
+
+@torch.no_grad()
+def oracle_features(oracle, images: Tensor, batch_size: int = 256) -> Tensor:
+    oracle.eval()
+    return torch.cat([oracle.features(images[i:i + batch_size])
+                      for i in range(0, len(images), batch_size)])
+
+
+# --- the evaluation run ---------------------------------------------------------------------
+def derangement(n: int, seed: int) -> np.ndarray:
+    """A seeded permutation with no fixed point (n >= 2): each image gets another's prompt."""
+    if n < 2:
+        raise ValueError("a shuffled-prompt baseline needs at least 2 images")
+    perm = np.random.default_rng(seed).permutation(n)
+    out = np.empty(n, dtype=np.int64)
+    out[perm] = np.roll(perm, -1)
+    return out
+
+
+def evaluate(profile="quick", *, pipeline=None, data_path=None, oracle=None,
+             split: str = "validation", n: int = 128,
+             parts: Sequence[str] = ("vqa", "caption", "generation"), steps: int | None = None,
+             guidance: float | None = None, sampler: str = "maskgit", seed: int = 0,
+             batch_size: int = 64, progress: bool = True) -> dict:
+    """Metrics and baselines on the first `n` images of `split`: a JSON-able dict.
+
+    pipeline (generate.Pipeline), data_path (a SynthFaces folder) and oracle default to the
+    profile's cached artifacts (trained if missing)."""
+    from tqdm.auto import tqdm
+
+    from . import profiles, runtime
+    from .data.build import build_or_load
+    from .data.dataset import load_split, load_tensors, to_unit_range
+    from .data.oracle import load_or_train_oracle
+    from .generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, generate, load_pipeline
+    from .model.sequences import CAPTION_QUESTION, truncate_caption
+    from .training.data import load_or_encode_codes
+    from .understand import decode_batches
+
+    unknown = set(parts) - {"vqa", "caption", "generation"}
+    if unknown:
+        raise ValueError(f"unknown parts {sorted(unknown)}; choose from vqa, caption, generation")
+    if n < 2:
+        raise ValueError(f"n must be >= 2, got {n}")
+    steps = DEFAULT_STEPS if steps is None else steps
+    guidance = DEFAULT_GUIDANCE if guidance is None else guidance
+    profile = profiles.get_profile(profile)
+    pipe = pipeline or load_pipeline(profile, progress=progress)
+    model, builder = pipe.model, pipe.builder
+    path = data_path or build_or_load(profile.data)
+    records = load_split(path, split)[:n]
+    n = len(records)
+    codes = load_or_encode_codes(pipe.image_tokenizer, path, split)[:n]
+    image_ids = model.vocab.image_ids(codes)                                  # (n, N)
+    train = load_split(path, "train")
+    budget = lambda c: truncate_caption(builder.tokenizer, c, builder.text_budget)[1]  # noqa: E731
+
+    results = {"config": {"profile": profile.name, "split": split, "n_images": n,
+                          "steps": steps, "guidance": guidance, "sampler": sampler,
+                          "seed": seed},
+               "seconds": {}}
+    stages = [p for p in ("vqa", "caption", "generation") if p in parts]
+    bar = tqdm(total=len(stages), desc="evaluate",
+               disable=runtime.progress_disabled() or not progress)
+    clock = time.perf_counter()
+
+    if "vqa" in parts:
+        bar.set_postfix_str("vqa")
+        qa = [(i, q) for i, r in enumerate(records) for q in r["vqa"]]
+        questions, answers = [q["question"] for _, q in qa], [q["answer"] for _, q in qa]
+        types = [q["type"] for _, q in qa]
+        out = decode_batches(model, image_ids[[i for i, _ in qa]], questions, builder=builder,
+                             batch_size=4 * batch_size, max_new_tokens=12)
+        table = majority_answers(train)
+        results["vqa"] = {"n_questions": len(qa), "model": vqa_scores(out.texts, answers, types),
+                          "majority": vqa_scores(majority_predict(table, questions, types),
+                                                 answers, types),
+                          "unfinished": int(sum(not f for f in out.finished)),
+                          "answers_per_second": len(qa) / out.seconds,
+                          "examples": [{"question": q, "answer": a, "predicted": p} for q, a, p
+                                       in list(zip(questions, answers, out.texts))[:5]]}
+        results["seconds"]["vqa"] = time.perf_counter() - clock
+        bar.update(1)
+
+    if "caption" in parts:
+        clock = time.perf_counter()
+        bar.set_postfix_str("caption")
+        out = decode_batches(model, image_ids, [CAPTION_QUESTION] * n, builder=builder,
+                             batch_size=batch_size)
+        truth = [sayable(r["attributes"]) for r in records]
+        baseline = frequent_attributes([budget(r["caption"]) for r in train])
+        results["caption"] = {
+            "n_images": n,
+            "model": attribute_prf([parse_caption(t) for t in out.texts], truth),
+            "frequent_attributes": attribute_prf([baseline] * n, truth),
+            "reference": attribute_prf([parse_caption(budget(r["caption"])) for r in records],
+                                       truth),
+            "unfinished": int(sum(not f for f in out.finished)),
+            "examples": [{"generated": t, "reference": budget(r["caption"])}
+                         for t, r in list(zip(out.texts, records))[:3]]}
+        results["seconds"]["caption"] = time.perf_counter() - clock
+        bar.update(1)
+
+    if "generation" in parts:
+        clock = time.perf_counter()
+        bar.set_postfix_str("generation")
+        oracle = oracle or load_or_train_oracle(profile)[0]
+        real = to_unit_range(load_tensors(path, split)["images"][:n])        # (n, 3, H, W)
+        real_train = to_unit_range(load_tensors(path, "train")["images"][:n])
+        kw = dict(image_tokenizer=pipe.image_tokenizer, builder=builder, steps=steps,
+                  sampler=sampler, batch_size=batch_size)
+        captions = [r["caption"] for r in records]
+        tick = time.perf_counter()
+        cond = generate(model, captions, guidance=guidance, seed=seed, **kw)
+        images_per_second = n / (time.perf_counter() - tick)
+        stated = [parse_caption(c) for c in cond.captions]                   # what was asked
+        shuffled = generate(model, [captions[j] for j in derangement(n, seed)],
+                            guidance=guidance, seed=seed + 1, **kw)
+        uncond = generate(model, [None] * n, guidance=0.0, seed=seed + 2, **kw)
+        real_features = oracle_features(oracle, real)
+        acc, fd = {}, {}
+        for name, images in (("model", cond.images), ("unconditional", uncond.images),
+                             ("shuffled_prompt", shuffled.images), ("real_images", real)):
+            acc[name] = attribute_accuracy(oracle.predict(images), stated)["accuracy"]
+            if name != "real_images":
+                fd[name] = frechet_distance(oracle_features(oracle, images), real_features)
+        fd["real_train_vs_split"] = frechet_distance(oracle_features(oracle, real_train),
+                                                     real_features)
+        results["generation"] = {"n_images": n, "n_attributes_scored": sum(map(len, stated)),
+                                 "attribute_accuracy": acc, "fd_oracle": fd,
+                                 "network_calls_per_image": cond.calls_per_sample,
+                                 "images_per_second": images_per_second}
+        results["seconds"]["generation"] = time.perf_counter() - clock
+        bar.update(1)
+    bar.close()
+    return results
+
+
+def format_table(results: dict, digits: int = 3) -> str:
+    """Markdown tables of an `evaluate` result (each metric beside its baselines)."""
+    f = lambda x: "n/a" if x is None or x != x else f"{x:.{digits}f}"          # noqa: E731
+    lines = []
+
+    def table(title, columns, rows):
+        lines.extend([f"**{title}**", "", "| | " + " | ".join(columns) + " |",
+                      "|---|" + "---|" * len(columns)])
+        lines.extend(f"| {name} | " + " | ".join(f(v) for v in values) + " |"
+                     for name, values in rows)
+        lines.append("")
+
+    if "vqa" in results:
+        v = results["vqa"]
+        types = sorted(v["model"]["per_type"])
+        table(f"VQA exact match ({v['n_questions']} questions)", ["model", "majority answer"],
+              [("overall", [v["model"]["accuracy"], v["majority"]["accuracy"]])]
+              + [(t, [v["model"]["per_type"][t], v["majority"]["per_type"].get(t)])
+                 for t in types])
+    if "caption" in results:
+        c = results["caption"]
+        systems = ["model", "frequent_attributes", "reference"]
+        table(f"Caption attributes ({c['n_images']} images)",
+              ["model", "frequent attributes", "reference captions"],
+              [(m, [c[s][m] for s in systems])
+               for m in ("precision", "recall", "f1", "mean_stated")])
+    if "generation" in results:
+        g, cfg = results["generation"], results.get("config", {})
+        systems = ["model", "unconditional", "shuffled_prompt", "real_images"]
+        fd = g["fd_oracle"]
+        table(f"Generation ({g['n_images']} images, {cfg.get('sampler')} {cfg.get('steps')} "
+              f"steps, guidance {cfg.get('guidance')})",
+              ["model", "unconditional", "shuffled prompt", "real images"],
+              [("attribute accuracy", [g["attribute_accuracy"][s] for s in systems]),
+               ("FD-oracle, lower is better (real: train vs split)",
+                [fd["model"], fd["unconditional"], fd["shuffled_prompt"],
+                 fd["real_train_vs_split"]])])
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""The trained unified model in the artifact cache: trained once per (configs, data), then reused.
+
+Notebooks 07 and 08 (and generation / evaluation) call `load_or_train_model(profile)`: the first
+call trains (resuming an interrupted attempt), later calls load the saved weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .. import runtime
+from .config import ModelConfig
+from .transformer import UniFace
+
+# TrainConfig fields that do not change the trained weights' recipe (time limit aside: a run cut
+# short by the time limit is cached as it is).
+_NOT_RECIPE = ("max_seconds", "checkpoint_every", "log_every")
+
+
+def model_cache_dir(profile_name: str, model_config: ModelConfig, train_config, data_key: str,
+                    root=None) -> Path:
+    recipe = {k: v for k, v in train_config.to_dict().items() if k not in _NOT_RECIPE}
+    blob = json.dumps([model_config.to_dict(), recipe, data_key], sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
+    base = Path(root) if root is not None else runtime.cache_dir("uniface")
+    return base / f"{profile_name}-{digest}"
+
+
+def load_or_train_model(profile, model_config: ModelConfig | None = None, train_config=None,
+                        data=None, root=None, progress: bool = True
+                        ) -> tuple[UniFace, list[dict]]:
+    """(model, training log) for a profile: the EMA weights when the recipe keeps an EMA."""
+    from .. import profiles
+    from ..training import get_train_config, load_training_data, read_log, train
+    from ..training.loop import LOG_NAME, SUMMARY_NAME
+    from .config import get_model_config
+
+    profile = profiles.get_profile(profile)
+    data = data or load_training_data(profile)
+    mc = model_config or get_model_config(profile)
+    mc = mc if mc.vocab_size is not None else mc.for_vocab(data.vocab)
+    tc = train_config or get_train_config(profile)
+    out = model_cache_dir(profile.name, mc, tc, data.key, root)
+    if (out / SUMMARY_NAME).is_file():
+        weights = out / "model_ema" if (out / "model_ema").is_dir() else out / "model"
+        return UniFace.from_pretrained(weights, config=mc).eval(), read_log(out / LOG_NAME)
+    result = train(profile, out_dir=out, resume=True, model_config=mc, train_config=tc,
+                   data=data, progress=progress)
+    return result.best_model, result.history
