@@ -58,7 +58,10 @@ def test_taxonomy_json_round_trip_keeps_the_fingerprint():
 def test_sampled_attributes_obey_every_rule(samples):
     for attrs, _, identity in samples:
         assert TAXONOMY.violations(attrs) == []
-        assert all(attrs[k] == v for k, v in identity.attributes.items())
+        assert all(attrs[k] == v for k, v in identity.attributes.items() if k != "eye_color")
+        # the identity's eye colour shows unless the eyes are closed (then it is "not visible")
+        hidden = attrs["eyes"] == "closed"
+        assert attrs["eye_color"] == ("not visible" if hidden else identity.attributes["eye_color"])
         assert TAXONOMY.held_out_pairs(attrs) == []          # regular images never show them
     bald = [a for a, _, _ in samples if a["bald"] == "yes"]
     assert bald and all(a["hair_color"] == "none" and a["bangs"] == "none" for a in bald)
@@ -127,6 +130,8 @@ def test_vqa_answers_follow_from_the_attributes(samples):
             elif q["type"] == "counting":
                 assert q["answer"] == count_answer(g.name, attrs[g.name])
             else:   # "Does the person have <phrase>?": yes iff the phrase parses to the truth
+                # ... and never about what the image hides (closed eyes, a masked mouth)
+                assert g.phrases.get(attrs[g.name]) or attrs[g.name] == g.absent, q
                 asked = parse_caption(q["question"])
                 assert list(asked) == [g.name], q
                 assert q["answer"] == ("yes" if asked[g.name] == attrs[g.name] else "no"), q
@@ -143,21 +148,50 @@ def test_render_is_deterministic_and_sized():
         render(attrs, identity, 48)
 
 
+def _consistent(attrs: dict, keep: str) -> dict:
+    """Repair the groups that a changed `keep` value forces (eyes closed => eye colour hidden)."""
+    attrs = dict(attrs)
+    for _ in range(3):
+        for rule in TAXONOMY.rules:
+            if rule.applies(attrs) and attrs[rule.then_group] not in rule.allowed and rule.then_group != keep:
+                attrs[rule.then_group] = rule.allowed[0]
+    return attrs
+
+
 def test_every_group_changes_the_pixels():
     """Each attribute value must be visible: swapping it (all else equal) changes the image."""
     base = {**_samples(1, seed=5)[0][0], "bald": "no", "hair_color": "brown", "hair_length": "long",
             "hair_type": "straight", "bangs": "none", "hairline": "normal", "mask": "none",
             "hat": "none", "glasses": "none", "emotion": "neutral", "mouth": "closed",
             "eyes": "open", "head_turn": "forward", "head_tilt": "upright"}
-    TAXONOMY.validate(base)
     identity = make_identity(0, 1)
     base.update(identity.attributes)
+    TAXONOMY.validate(base)
     draw = lambda a: np.asarray(render(a, identity, 64, 4, np.random.default_rng(0))).astype(int)
     ref = draw(base)
     for g in TAXONOMY.groups:
         for v in g.values:
-            changed = {**base, g.name: v}
+            changed = _consistent({**base, g.name: v}, keep=g.name)
             if v == base[g.name] or TAXONOMY.violations(changed):
                 continue
             changed_px = int((np.abs(draw(changed) - ref).sum(-1) > 30).sum())
             assert changed_px >= 8, f"{g.name}={v} is invisible at 64 px ({changed_px} pixels change)"
+
+
+def test_hair_never_covers_the_eyes():
+    """Hair type and bangs must leave the eye band untouched: eyes, eye colour and glare are labels."""
+    from unif2ace_mini.data.renderer import _layout
+    attrs, _, identity = _samples(1, seed=7)[0]
+    attrs = {**attrs, "bald": "no", "hair_color": "black", "hair_length": "long", "hairline": "normal",
+             "hat": "none", "glasses": "none", "emotion": "neutral", "mouth": "closed", "eyes": "open",
+             "eye_color": identity.attributes["eye_color"], "head_turn": "forward", "head_tilt": "upright"}
+    L = _layout(attrs, identity, 64, np.random.default_rng(0))
+    rows = slice(int(L.y(0.4)), int(L.y(0.52)) + 1)
+    cols = slice(int(L.cx - 0.7 * L.a), int(L.cx + 0.7 * L.a) + 1)
+    band = lambda a: np.asarray(render(a, identity, 64, 1, np.random.default_rng(0)))[rows, cols]
+    ref = band({**attrs, "hair_type": "straight", "bangs": "none"})
+    for hair_type in ("straight", "wavy", "curly"):
+        for bangs in ("none", "straight", "side-swept"):
+            TAXONOMY.validate({**attrs, "hair_type": hair_type, "bangs": bangs})
+            assert np.array_equal(band({**attrs, "hair_type": hair_type, "bangs": bangs}), ref), \
+                f"{hair_type} hair with {bangs} bangs draws over the eyes"

@@ -22,6 +22,9 @@ Generation
                            features of generated and real images (not FID: another network).
                            With n ~ 128 and 256 features it is biased upwards; compare only at
                            equal n, next to the real-vs-real floor (n train vs n split images).
+    image-token bits       -log2 p(true image token | caption) with the whole image masked, for
+                           the true, a shuffled and the empty caption: does the model use its
+                           prompt at all (no sampling involved)?
 The evaluation takes the first `n` images of the split (default 128: about a minute or two of CPU
 for everything at the quick size) and all their VQA pairs.
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -38,6 +42,8 @@ from torch import Tensor
 
 from .data.groups import TAXONOMY
 from .data.text import parse_caption
+
+PARTS = ("vqa", "caption", "generation")
 
 
 # --- understanding metrics ------------------------------------------------------------------
@@ -160,6 +166,27 @@ def oracle_features(oracle, images: Tensor, batch_size: int = 256) -> Tensor:
                       for i in range(0, len(images), batch_size)])
 
 
+@torch.no_grad()
+def image_token_bits(model, builder, captions: Sequence[str | None], image_ids: Tensor,
+                     batch_size: int = 64) -> float:
+    """Bits per image token of -log p_theta(x0_i | caption) with every image token masked: how
+    much a caption tells the model about the image, without sampling. True captions should
+    beat shuffled or empty ones; if not, the model ignores its prompt."""
+    import torch.nn.functional as F
+
+    vocab, cols = model.vocab, builder.t2i_image_columns
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(captions), batch_size):
+        ids = image_ids[start:start + batch_size].to(device)                 # (b, N) targets
+        seq = builder.t2i_batch(list(captions[start:start + batch_size])).to(device)
+        logits = model(seq).logits[:, cols].float()                          # (b, N, V)
+        logits[..., vocab.mask_id] = float("-inf")
+        total += float(F.cross_entropy(logits.flatten(0, 1), ids.flatten(), reduction="sum"))
+        count += ids.numel()
+    return total / count / float(np.log(2))
+
+
 # --- the evaluation run ---------------------------------------------------------------------
 def derangement(n: int, seed: int) -> np.ndarray:
     """A seeded permutation with no fixed point (n >= 2): each image gets another's prompt."""
@@ -169,6 +196,96 @@ def derangement(n: int, seed: int) -> np.ndarray:
     out = np.empty(n, dtype=np.int64)
     out[perm] = np.roll(perm, -1)
     return out
+
+
+@dataclass
+class EvalContext:
+    """What every part of the evaluation reads: the pipeline, the split's first n images."""
+    pipe: object                   # generate.Pipeline
+    path: object                   # the SynthFaces folder
+    split: str
+    records: list                  # the split's first n records
+    image_ids: Tensor              # (n, N) their image token ids
+    train: list                    # train records (for the baselines)
+
+    def budget(self, caption: str) -> str:
+        """A caption as the model reads it: cut to the text budget at a sentence end."""
+        from .model.sequences import truncate_caption
+
+        b = self.pipe.builder
+        return truncate_caption(b.tokenizer, caption, b.text_budget)[1]
+
+
+def evaluate_vqa(ctx: EvalContext, batch_size: int = 256) -> dict:
+    from .understand import decode_batches
+
+    qa = [(i, q) for i, r in enumerate(ctx.records) for q in r["vqa"]]
+    questions, answers = [q["question"] for _, q in qa], [q["answer"] for _, q in qa]
+    types = [q["type"] for _, q in qa]
+    out = decode_batches(ctx.pipe.model, ctx.image_ids[[i for i, _ in qa]], questions,
+                         builder=ctx.pipe.builder, batch_size=batch_size, max_new_tokens=12)
+    table = majority_answers(ctx.train)
+    return {"n_questions": len(qa), "model": vqa_scores(out.texts, answers, types),
+            "majority": vqa_scores(majority_predict(table, questions, types), answers, types),
+            "unfinished": int(sum(not f for f in out.finished)),
+            "answers_per_second": len(qa) / out.seconds,
+            "examples": [{"question": q, "answer": a, "predicted": p}
+                         for q, a, p in list(zip(questions, answers, out.texts))[:5]]}
+
+
+def evaluate_captions(ctx: EvalContext, batch_size: int = 64) -> dict:
+    from .model.sequences import CAPTION_QUESTION
+    from .understand import decode_batches
+
+    n = len(ctx.records)
+    out = decode_batches(ctx.pipe.model, ctx.image_ids, [CAPTION_QUESTION] * n,
+                         builder=ctx.pipe.builder, batch_size=batch_size)
+    truth = [sayable(r["attributes"]) for r in ctx.records]
+    references = [ctx.budget(r["caption"]) for r in ctx.records]
+    baseline = frequent_attributes([ctx.budget(r["caption"]) for r in ctx.train])
+    return {"n_images": n,
+            "model": attribute_prf([parse_caption(t) for t in out.texts], truth),
+            "frequent_attributes": attribute_prf([baseline] * n, truth),
+            "reference": attribute_prf([parse_caption(c) for c in references], truth),
+            "unfinished": int(sum(not f for f in out.finished)),
+            "examples": [{"generated": t, "reference": c}
+                         for t, c in list(zip(out.texts, references))[:3]]}
+
+
+def evaluate_generation(ctx: EvalContext, oracle, steps: int, guidance: float, sampler: str,
+                        seed: int = 0, batch_size: int = 64) -> dict:
+    from .data.dataset import load_tensors, to_unit_range
+    from .generate import generate
+
+    model, builder, n = ctx.pipe.model, ctx.pipe.builder, len(ctx.records)
+    captions = [r["caption"] for r in ctx.records]
+    mixed = [captions[j] for j in derangement(n, seed)]             # another image's caption
+    kw = dict(image_tokenizer=ctx.pipe.image_tokenizer, builder=builder, steps=steps,
+              sampler=sampler, batch_size=batch_size)
+    tick = time.perf_counter()
+    cond = generate(model, captions, guidance=guidance, seed=seed, **kw)
+    images_per_second = n / (time.perf_counter() - tick)
+    stated = [parse_caption(c) for c in cond.captions]               # what each prompt asked
+    shuffled = generate(model, mixed, guidance=guidance, seed=seed + 1, **kw)
+    uncond = generate(model, [None] * n, guidance=0.0, seed=seed + 2, **kw)
+    real = to_unit_range(load_tensors(ctx.path, ctx.split)["images"][:n])    # (n, 3, H, W)
+    real_train = to_unit_range(load_tensors(ctx.path, "train")["images"][:n])
+    real_features = oracle_features(oracle, real)
+    acc, fd = {}, {}
+    for name, images in (("model", cond.images), ("unconditional", uncond.images),
+                         ("shuffled_prompt", shuffled.images), ("real_images", real)):
+        acc[name] = attribute_accuracy(oracle.predict(images), stated)["accuracy"]
+        if name != "real_images":
+            fd[name] = frechet_distance(oracle_features(oracle, images), real_features)
+    fd["real_train_vs_split"] = frechet_distance(oracle_features(oracle, real_train),
+                                                 real_features)
+    bits = {name: image_token_bits(model, builder, caps, ctx.image_ids) for name, caps in
+            (("true_caption", captions), ("shuffled_caption", mixed),
+             ("empty_caption", [None] * n))}
+    return {"n_images": n, "n_attributes_scored": sum(map(len, stated)),
+            "attribute_accuracy": acc, "fd_oracle": fd, "image_token_bits": bits,
+            "network_calls_per_image": cond.calls_per_sample,
+            "images_per_second": images_per_second}
 
 
 def evaluate(profile="quick", *, pipeline=None, data_path=None, oracle=None,
@@ -184,109 +301,42 @@ def evaluate(profile="quick", *, pipeline=None, data_path=None, oracle=None,
 
     from . import profiles, runtime
     from .data.build import build_or_load
-    from .data.dataset import load_split, load_tensors, to_unit_range
+    from .data.dataset import load_split
     from .data.oracle import load_or_train_oracle
-    from .generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, generate, load_pipeline
-    from .model.sequences import CAPTION_QUESTION, truncate_caption
+    from .generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, _check_settings, load_pipeline
     from .training.data import load_or_encode_codes
-    from .understand import decode_batches
 
-    unknown = set(parts) - {"vqa", "caption", "generation"}
+    unknown = set(parts) - set(PARTS)
     if unknown:
-        raise ValueError(f"unknown parts {sorted(unknown)}; choose from vqa, caption, generation")
+        raise ValueError(f"unknown parts {sorted(unknown)}; choose from {PARTS}")
     if n < 2:
         raise ValueError(f"n must be >= 2, got {n}")
     steps = DEFAULT_STEPS if steps is None else steps
     guidance = DEFAULT_GUIDANCE if guidance is None else guidance
+    _check_settings(steps, guidance, sampler, 1.0)                   # fail before any work
     profile = profiles.get_profile(profile)
     pipe = pipeline or load_pipeline(profile, progress=progress)
-    model, builder = pipe.model, pipe.builder
     path = data_path or build_or_load(profile.data)
     records = load_split(path, split)[:n]
-    n = len(records)
-    codes = load_or_encode_codes(pipe.image_tokenizer, path, split)[:n]
-    image_ids = model.vocab.image_ids(codes)                                  # (n, N)
-    train = load_split(path, "train")
-    budget = lambda c: truncate_caption(builder.tokenizer, c, builder.text_budget)[1]  # noqa: E731
-
-    results = {"config": {"profile": profile.name, "split": split, "n_images": n,
+    codes = load_or_encode_codes(pipe.image_tokenizer, path, split)[:len(records)]
+    ctx = EvalContext(pipe, path, split, records, pipe.model.vocab.image_ids(codes),
+                      load_split(path, "train"))
+    results = {"config": {"profile": profile.name, "split": split, "n_images": len(records),
                           "steps": steps, "guidance": guidance, "sampler": sampler,
                           "seed": seed},
                "seconds": {}}
-    stages = [p for p in ("vqa", "caption", "generation") if p in parts]
-    bar = tqdm(total=len(stages), desc="evaluate",
-               disable=runtime.progress_disabled() or not progress)
-    clock = time.perf_counter()
-
-    if "vqa" in parts:
-        bar.set_postfix_str("vqa")
-        qa = [(i, q) for i, r in enumerate(records) for q in r["vqa"]]
-        questions, answers = [q["question"] for _, q in qa], [q["answer"] for _, q in qa]
-        types = [q["type"] for _, q in qa]
-        out = decode_batches(model, image_ids[[i for i, _ in qa]], questions, builder=builder,
-                             batch_size=4 * batch_size, max_new_tokens=12)
-        table = majority_answers(train)
-        results["vqa"] = {"n_questions": len(qa), "model": vqa_scores(out.texts, answers, types),
-                          "majority": vqa_scores(majority_predict(table, questions, types),
-                                                 answers, types),
-                          "unfinished": int(sum(not f for f in out.finished)),
-                          "answers_per_second": len(qa) / out.seconds,
-                          "examples": [{"question": q, "answer": a, "predicted": p} for q, a, p
-                                       in list(zip(questions, answers, out.texts))[:5]]}
-        results["seconds"]["vqa"] = time.perf_counter() - clock
-        bar.update(1)
-
-    if "caption" in parts:
+    runs = {"vqa": lambda: evaluate_vqa(ctx, 4 * batch_size),
+            "caption": lambda: evaluate_captions(ctx, batch_size),
+            "generation": lambda: evaluate_generation(
+                ctx, oracle or load_or_train_oracle(profile)[0], steps, guidance, sampler,
+                seed, batch_size)}
+    chosen = [p for p in PARTS if p in parts]
+    bar = tqdm(chosen, desc="evaluate", disable=runtime.progress_disabled() or not progress)
+    for part in bar:
+        bar.set_postfix_str(part)
         clock = time.perf_counter()
-        bar.set_postfix_str("caption")
-        out = decode_batches(model, image_ids, [CAPTION_QUESTION] * n, builder=builder,
-                             batch_size=batch_size)
-        truth = [sayable(r["attributes"]) for r in records]
-        baseline = frequent_attributes([budget(r["caption"]) for r in train])
-        results["caption"] = {
-            "n_images": n,
-            "model": attribute_prf([parse_caption(t) for t in out.texts], truth),
-            "frequent_attributes": attribute_prf([baseline] * n, truth),
-            "reference": attribute_prf([parse_caption(budget(r["caption"])) for r in records],
-                                       truth),
-            "unfinished": int(sum(not f for f in out.finished)),
-            "examples": [{"generated": t, "reference": budget(r["caption"])}
-                         for t, r in list(zip(out.texts, records))[:3]]}
-        results["seconds"]["caption"] = time.perf_counter() - clock
-        bar.update(1)
-
-    if "generation" in parts:
-        clock = time.perf_counter()
-        bar.set_postfix_str("generation")
-        oracle = oracle or load_or_train_oracle(profile)[0]
-        real = to_unit_range(load_tensors(path, split)["images"][:n])        # (n, 3, H, W)
-        real_train = to_unit_range(load_tensors(path, "train")["images"][:n])
-        kw = dict(image_tokenizer=pipe.image_tokenizer, builder=builder, steps=steps,
-                  sampler=sampler, batch_size=batch_size)
-        captions = [r["caption"] for r in records]
-        tick = time.perf_counter()
-        cond = generate(model, captions, guidance=guidance, seed=seed, **kw)
-        images_per_second = n / (time.perf_counter() - tick)
-        stated = [parse_caption(c) for c in cond.captions]                   # what was asked
-        shuffled = generate(model, [captions[j] for j in derangement(n, seed)],
-                            guidance=guidance, seed=seed + 1, **kw)
-        uncond = generate(model, [None] * n, guidance=0.0, seed=seed + 2, **kw)
-        real_features = oracle_features(oracle, real)
-        acc, fd = {}, {}
-        for name, images in (("model", cond.images), ("unconditional", uncond.images),
-                             ("shuffled_prompt", shuffled.images), ("real_images", real)):
-            acc[name] = attribute_accuracy(oracle.predict(images), stated)["accuracy"]
-            if name != "real_images":
-                fd[name] = frechet_distance(oracle_features(oracle, images), real_features)
-        fd["real_train_vs_split"] = frechet_distance(oracle_features(oracle, real_train),
-                                                     real_features)
-        results["generation"] = {"n_images": n, "n_attributes_scored": sum(map(len, stated)),
-                                 "attribute_accuracy": acc, "fd_oracle": fd,
-                                 "network_calls_per_image": cond.calls_per_sample,
-                                 "images_per_second": images_per_second}
-        results["seconds"]["generation"] = time.perf_counter() - clock
-        bar.update(1)
-    bar.close()
+        results[part] = runs[part]()
+        results["seconds"][part] = time.perf_counter() - clock
     return results
 
 
@@ -324,6 +374,9 @@ def format_table(results: dict, digits: int = 3) -> str:
               f"steps, guidance {cfg.get('guidance')})",
               ["model", "unconditional", "shuffled prompt", "real images"],
               [("attribute accuracy", [g["attribute_accuracy"][s] for s in systems]),
+               ("image-token bits, all masked", [g["image_token_bits"][s] for s in
+                                                 ("true_caption", "empty_caption",
+                                                  "shuffled_caption")] + [None]),
                ("FD-oracle, lower is better (real: train vs split)",
                 [fd["model"], fd["unconditional"], fd["shuffled_prompt"],
                  fd["real_train_vs_split"]])])

@@ -1,9 +1,10 @@
-"""`python -m unif2ace_mini generate ...` and `... answer ...`: the trained model from the shell.
+"""`python -m unif2ace_mini generate | answer | evaluate ...`: the trained model from the shell.
 
     generate --prompt "A portrait of a person. They have red hair." --out face.png
     generate --attributes '{"hair_color": "red", "glasses": "round"}' --out face.png
     answer   --image face.png --question "What colour is the person's hair?"
     answer   --image face.png --caption
+    evaluate --profile quick [--split validation --n 128]   -> runs/<profile>/evaluate-<split>.*
 
 The package's __main__ owns the parser; it calls `add_cli(subparsers)` and then `args.func(args)`,
 and turns ValueError / FileNotFoundError into a one-line error with exit code 2. Inputs are
@@ -46,6 +47,20 @@ def add_cli(subparsers) -> None:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--max-new-tokens", type=int, default=None)
     a.set_defaults(func=run_answer)
+
+    e = subparsers.add_parser("evaluate", help="VQA / caption / generation metrics beside "
+                                                "baselines; writes JSON + markdown")
+    e.add_argument("--profile", default="quick", help="quick | cpu | gpu | paper (default: quick)")
+    e.add_argument("--split", default="validation",
+                   help="validation | test | compositional (default: validation)")
+    e.add_argument("--n", type=int, default=128, help="images evaluated (default 128)")
+    e.add_argument("--parts", default="vqa,caption,generation", help="comma-separated subset")
+    e.add_argument("--steps", type=int, default=None)
+    e.add_argument("--guidance", type=float, default=None)
+    e.add_argument("--sampler", default="maskgit", choices=["maskgit", "ancestral"])
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", default=None, help="output folder (default runs/<profile>)")
+    e.set_defaults(func=run_evaluate)
 
 
 def _announce(message: str) -> None:
@@ -143,6 +158,32 @@ def run_answer(args) -> int:
     else:
         text = answer(pipe.model, image, [args.question], **kw)[0]
     print(text)
+    return 0
+
+
+def run_evaluate(args) -> int:
+    from . import profiles, runtime
+    from .data.build import SPLITS
+    from .evaluate import PARTS, evaluate, format_table
+    from .generate import load_pipeline
+
+    profile = profiles.get_profile(args.profile)
+    if args.split not in SPLITS or args.split == "train":
+        raise ValueError(f"--split must be one of {[s for s in SPLITS if s != 'train']}")
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if not parts or set(parts) - set(PARTS):
+        raise ValueError(f"--parts must be a comma-separated subset of {PARTS}")
+    pipe = load_pipeline(profile, announce=_announce)
+    results = evaluate(profile, pipeline=pipe, split=args.split, n=args.n, parts=parts,
+                       steps=args.steps, guidance=args.guidance, sampler=args.sampler,
+                       seed=args.seed)
+    out = Path(args.out or f"runs/{profile.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"evaluate-{args.split}"
+    runtime.atomic_write_bytes(stem.with_suffix(".json"), json.dumps(results, indent=1).encode())
+    runtime.atomic_write_bytes(stem.with_suffix(".md"), format_table(results).encode())
+    print(format_table(results))
+    print(f"[unif2ace_mini] wrote {stem}.json and {stem}.md", file=sys.stderr)
     return 0
 
 

@@ -54,7 +54,9 @@ def image_token_ids(vocab, builder: SequenceBuilder, images: Tensor | None = Non
     if not isinstance(codes, Tensor) or codes.dim() not in (2, 3):
         raise ValueError(f"codes must be a (B, h, w) or (B, N) integer tensor, got "
                          f"{tuple(getattr(codes, 'shape', ()))}")
-    codes = codes.reshape(codes.shape[0], -1)
+    if codes.shape[0] == 0:
+        raise ValueError("no images to caption / answer about (batch of 0)")
+    codes = codes.flatten(1)
     if codes.shape[1] != builder.n_image_tokens:
         raise ValueError(f"expected {builder.n_image_tokens} image codes per image, got "
                          f"{codes.shape[1]}")
@@ -160,6 +162,8 @@ def decode_batches(model, image_ids: Tensor, questions: list[str], *, builder: S
     """`decode` over (image ids (B, N), questions) in batches of `batch_size`, merged.
 
     Top-k draws use seed + the batch index, so they do not depend on the other batches."""
+    if len(questions) == 0:
+        raise ValueError("no images to caption / answer about")
     parts = []
     seed = kw.pop("seed", 0)
     for i, start in enumerate(range(0, len(questions), batch_size)):

@@ -43,8 +43,6 @@ class AttributeOracle(nn.Module):
             raise ValueError(f"image_size must be a power of two >= 8, got {image_size}")
         self.num_classes, self.image_size = list(num_classes), image_size
         n_down = int(math.log2(image_size // 4))
-        # Few channels at high resolution (fine details need pixels, not channels), doubling
-        # as the maps shrink: keeps a 64 px oracle trainable on two CPU cores.
         # The last three stages have width, 2*width, 4*width channels; larger images add
         # stages in front with fewer channels (fine details need pixels, not channels), which
         # keeps a 64 px oracle trainable on two CPU cores.
@@ -112,7 +110,9 @@ def train_oracle(profile, data_path: str | os.PathLike | None = None,
         images, labels = torch.cat([images, pool["images"]]), torch.cat([labels, pool["labels"]])
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    # channels-last convolutions train about a third faster on CPU (and are native on GPU)
     model = AttributeOracle(taxonomy.num_classes(), images.shape[-1], cfg.width)
+    model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05)
     history = {"step": [], "loss": [], "lr": []}
     start, step, n = time.perf_counter(), 0, len(images)
@@ -126,7 +126,7 @@ def train_oracle(profile, data_path: str | os.PathLike | None = None,
         for group in opt.param_groups:
             group["lr"] = lr
         idx = torch.randint(n, (min(cfg.batch_size, n),), generator=gen)
-        x = _augment(to_unit_range(images[idx]), gen)
+        x = _augment(to_unit_range(images[idx]), gen).contiguous(memory_format=torch.channels_last)
         logits = model(x)
         loss = sum(F.cross_entropy(lg, labels[idx, g]) for g, lg in enumerate(logits)) / len(logits)
         opt.zero_grad(set_to_none=True)

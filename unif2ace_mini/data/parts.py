@@ -2,7 +2,7 @@
 clothes and accessories are in `accessories.py`.
 
 Sizes are in face units (L.a, L.b; rows via L.y(t)) so a part covers the same share of the face
-at every resolution. Widths are kept >= ~1 output pixel at 64 px (a is ~12 px there).
+at every resolution. Widths are kept >= ~1 output pixel at 64 px (a is ~15 px there).
 """
 
 from __future__ import annotations
@@ -70,12 +70,13 @@ def hair_back(d, L, attrs):
     _strands(d, L, attrs, pts)
 
 
-def _densify(pts, step):
+def _densify(pts, step, closed=True):
+    """Points every `step` along the outline (closed: including the edge from last to first)."""
     out = []
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1]):
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1] if closed else pts[1:]):
         n = max(1, int(np.hypot(x1 - x0, y1 - y0) / step))
         out += [(x0 + (x1 - x0) * k / n, y0 + (y1 - y0) * k / n) for k in range(n)]
-    return out
+    return out if closed else out + [pts[-1]]
 
 
 def _wiggle(pts, amp, period):
@@ -125,8 +126,9 @@ def hair_front(d, L, attrs):
     left = [(2 * L.cx - x, y) for x, y in right[::-1][1:]]
     rx, ry, yc = 1.12 * aw, 0.78 * L.b, L.y(0.3)
     top = [(L.cx + rx * np.cos(t), yc - ry * np.sin(t)) for t in np.linspace(np.pi, 0, 21)]
+    # open: a closing edge would run across the eyes (and grow curls there)
     cap = _densify([(L.cx - 1.12 * aw, L.y(0.42))] + top + [(L.cx + 1.12 * aw, L.y(0.42))],
-                   0.12 * L.a)
+                   0.12 * L.a, closed=False)
     if attrs["hair_type"] == "wavy":
         cap = _wiggle(cap, 0.07 * L.a, 0.55 * L.a)
     d.polygon(cap + right + left, fill=c)
@@ -136,11 +138,11 @@ def hair_front(d, L, attrs):
     bangs = attrs["bangs"]
     if bangs == "straight":
         d.polygon([(L.cx - 0.95 * aw, L.y(0.1)), (L.cx + 0.95 * aw, L.y(0.1)),
-                   (L.cx + 0.9 * aw, L.y(0.27)), (L.cx - 0.9 * aw, L.y(0.27))], fill=c)
-    elif bangs == "side-swept":   # ends above the brows: they carry the emotion
+                   (L.cx + 0.9 * aw, L.y(0.25)), (L.cx - 0.9 * aw, L.y(0.25))], fill=c)
+    elif bangs == "side-swept":   # both kinds end above the brows: they carry the emotion
         d.polygon([(L.cx - 0.95 * aw, L.y(0.08)), (L.cx + 0.95 * aw, L.y(0.08)),
-                   (L.cx + 0.95 * aw, L.y(0.14)), (L.cx - 0.2 * aw, L.y(0.22)),
-                   (L.cx - 0.95 * aw, L.y(0.3))], fill=c)
+                   (L.cx + 0.95 * aw, L.y(0.12)), (L.cx - 0.2 * aw, L.y(0.2)),
+                   (L.cx - 0.95 * aw, L.y(0.29))], fill=c)
 
 
 def sideburns(d, L, attrs):
@@ -193,8 +195,8 @@ def skin_details(d, L, attrs):
             ex = sgn * 0.72
             for dy in (-0.05, 0.0, 0.05):   # crow's feet
                 d.line([(L.x(ex), L.y(0.45)), (L.x(ex + sgn * 0.14), L.y(0.45 + dy))], fill=c, width=w)
-            d.line([(L.x(sgn * 0.25), L.y(0.62)), (L.x(sgn * 0.42), L.y(0.72)),
-                    (L.x(sgn * 0.45), L.y(0.82))], fill=c, width=w)   # smile lines
+            d.line([(L.x(sgn * 0.42), L.y(0.64)), (L.x(sgn * 0.52), L.y(0.72)),
+                    (L.x(sgn * 0.54), L.y(0.82))], fill=c, width=w)   # smile lines, clear of the nose
 
 
 def nose(d, L, attrs):
@@ -209,14 +211,12 @@ def nose(d, L, attrs):
         for sgn in (-1, 1):
             ellipse(d, nx(sgn * 0.06), tip, 0.035 * L.a, 0.025 * L.b, fill=c)
         return
-    top = L.y(0.44 - 0.03 * L.geo["nose_length"])
-    half = 0.27
-    d.polygon([(nx(-0.06), top), (nx(0.06), top), (nx(half), tip + 0.03 * L.b),
-               (nx(-half), tip + 0.03 * L.b)], fill=mix(L.col["skin"], c, 0.3))
-    w = stroke(L, 0.08)
+    top = L.y(0.42 - 0.03 * L.geo["nose_length"])
+    base = tip + 0.03 * L.b
+    d.polygon([(nx(-0.07), top), (nx(0.07), top), (nx(0.26), base), (nx(-0.26), base)],
+              fill=mix(L.col["skin"], c, 0.55), outline=c, width=stroke(L, 0.06))
     for sgn in (-1, 1):
-        d.line([(nx(sgn * 0.06), top), (nx(sgn * half), tip + 0.03 * L.b)], fill=c, width=w)
-        ellipse(d, nx(sgn * 0.13), tip + 0.01 * L.b, 0.07 * L.a, 0.04 * L.b, fill=c)
+        ellipse(d, nx(sgn * 0.13), base - 0.02 * L.b, 0.075 * L.a, 0.045 * L.b, fill=c)
 
 
 def beard(d, L, attrs, outline):
@@ -247,9 +247,9 @@ def mouth(d, L, attrs):
     if kind in ("closed", "tongue out"):
         if kind == "tongue out":
             ellipse(d, L.x(0), y + 0.11 * L.b, 0.16 * L.a, 0.13 * L.b, fill=TONGUE)
-        d.line(curve(L, -mw, mw, y, 0.015 * L.b), fill=lip, width=w, joint="curve")
-    elif kind in ("smile", "frown"):
-        depth = 0.09 * L.b if kind == "smile" else -0.09 * L.b
+        d.line(curve(L, -mw, mw, y, 0.0), fill=lip, width=w, joint="curve")
+    elif kind in ("smile", "frown"):   # deep curves: a flat closed mouth is the third option
+        depth = 0.13 * L.b if kind == "smile" else -0.13 * L.b
         d.line(curve(L, -mw, mw, y - depth / 2, depth), fill=lip, width=w, joint="curve")
     elif kind == "laugh":
         pts = curve(L, -mw * 1.05, mw * 1.05, y - 0.04 * L.b, 0.2 * L.b)
@@ -300,9 +300,9 @@ def eyes(d, L, attrs):
 
 
 BROW_SHAPE = {  # offsets in t (negative = up) of the inner, middle and outer brow points
-    "neutral": (0.0, 0.0, 0.0), "happy": (0.01, -0.045, 0.01),
-    "surprised": (-0.05, -0.075, -0.05), "angry": (0.055, 0.0, -0.04),
-    "sad": (-0.045, -0.005, 0.04)}
+    "neutral": (0.01, 0.01, 0.01), "happy": (0.01, -0.06, 0.015),
+    "surprised": (-0.035, -0.06, -0.035), "angry": (0.055, 0.005, -0.035),
+    "sad": (-0.04, 0.0, 0.045)}
 
 
 def eyebrows(d, L, attrs):
@@ -310,7 +310,7 @@ def eyebrows(d, L, attrs):
     shape, angry adds a frown furrow and sad a tear."""
     emotion = attrs["emotion"]
     inner, mid, outer = BROW_SHAPE[emotion]
-    t = 0.325 + L.geo["brow_height"]
+    t = 0.33 + L.geo["brow_height"]
     w = stroke(L, 0.07 if attrs["eyebrows"] == "thin" else 0.16)
     for sgn in (-1, 1):
         pts = [(L.x(sgn * 0.14), L.y(t + inner)), (L.x(sgn * 0.4), L.y(t + mid)),

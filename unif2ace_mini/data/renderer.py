@@ -25,8 +25,8 @@ SKIN = {"pale": (255, 226, 208), "light": (236, 192, 152), "medium": (206, 150, 
         "tan": (170, 112, 66), "brown": (122, 78, 44), "dark": (72, 46, 30)}
 HAIR = {"black": (22, 22, 24), "brown": (105, 60, 25), "blonde": (238, 200, 88),
         "red": (196, 58, 22), "gray": (140, 140, 146), "white": (246, 246, 240)}
-EYE = {"brown": (105, 55, 18), "blue": (30, 110, 240), "green": (30, 170, 50),
-       "gray": (150, 160, 170)}
+EYE = {"brown": (110, 55, 15), "blue": (30, 110, 240), "green": (30, 170, 50),
+       "gray": (118, 128, 140)}   # darker than the white of the eye, unlike a pale gray
 LIPSTICK = {"red": (210, 16, 40), "pink": (250, 110, 190), "purple": (120, 30, 150)}
 CLOTHES = {"black": (30, 30, 32), "red": (200, 30, 30), "blue": (30, 50, 150),
            "green": (20, 120, 50), "yellow": (230, 180, 20)}
@@ -96,8 +96,8 @@ class Layout:
 def _layout(attrs: dict, identity: Identity, S: int, rng: np.random.Generator) -> Layout:
     j = lambda lim: float(rng.uniform(-lim, lim))
     scale = 1 + j(0.04)
-    a = 0.215 * S * scale * (1 + identity.geometry["face_width"])
-    b = 0.265 * S * scale * (1 + identity.geometry["face_height"])
+    a = 0.236 * S * scale * (1 + identity.geometry["face_width"])
+    b = 0.29 * S * scale * (1 + identity.geometry["face_height"])
     turn = {"forward": 0, "left": -1, "right": 1}[attrs["head_turn"]]
 
     def jit(c, lim=6):
@@ -106,7 +106,7 @@ def _layout(attrs: dict, identity: Identity, S: int, rng: np.random.Generator) -
     skin = jit(SKIN[attrs["skin_tone"]], 4)
     hair = jit(HAIR.get(attrs["hair_color"], (0, 0, 0)))
     facial = _contrast(mix(hair, (0, 0, 0), 0.25) if attrs["bald"] == "no" else (55, 38, 26), skin)
-    brow = mix(facial, (0, 0, 0), 0.35)
+    brow = _contrast(mix(facial, (0, 0, 0), 0.35), skin, 80)   # brows carry the emotion
     lip = LIPSTICK.get(attrs["lipstick"]) or mix(skin, (170, 40, 60), 0.6)
     # closed eyes hide the colour (eye_color "not visible"); the identity's colour fills the gap
     eye = EYE.get(attrs["eye_color"]) or EYE.get(identity.attributes.get("eye_color"), EYE["brown"])
@@ -116,7 +116,7 @@ def _layout(attrs: dict, identity: Identity, S: int, rng: np.random.Generator) -
            "eye": jit(eye, 4), "clothes": jit(CLOTHES[attrs["clothing_color"]]),
            "bg": jit(BACKGROUND[attrs["background"]], 4),
            "hat": HAT_COLORS[rng.integers(len(HAT_COLORS))]}
-    return Layout(S=S, cx=S * (0.5 + j(0.025)), cy=S * (0.51 + j(0.02)), a=a, b=b,
+    return Layout(S=S, cx=S * (0.5 + j(0.025)), cy=S * (0.5 + j(0.02)), a=a, b=b,
                   aw=a * FACE_SHAPE[attrs["face_shape"]][0], dx=turn * 0.2 * a, turn=turn,
                   geo=identity.geometry, col=col, rng=rng)
 

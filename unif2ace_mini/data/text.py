@@ -159,9 +159,10 @@ def make_vqa(attrs: Mapping[str, str], rng: np.random.Generator, n: int = 8,
 
 
 def _verify(g, value: str, rng) -> tuple[str, str] | None:
-    """'Does the person have curly hair?': half the time about the true value, else a false one."""
+    """'Does the person have curly hair?': half the time about the true value, else a false one.
+    Never asked when the image hides the answer (closed eyes, a masked mouth)."""
     options = [v for v in g.values if v != g.absent and g.phrases.get(v)]
-    if not options:
+    if not options or (value != g.absent and not g.phrases.get(value)):
         return None
     ask_true = value in options and rng.random() < 0.5
     choice = value if ask_true else options[rng.integers(len(options))]

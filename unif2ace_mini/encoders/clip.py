@@ -1,4 +1,4 @@
-"""A small transformers CLIPModel trained contrastively on SynthFaces image-caption pairs (DESIGN §8).
+"""A small transformers CLIPModel, trained contrastively on SynthFaces image-caption pairs (§8).
 
 The vision tower is a ViT over 4 px (quick, 32 px) or 8 px (cpu, 64 px) patches; the text tower
 reads the project's own byte-level BPE tokenizer, so captions need no second vocabulary:
@@ -64,7 +64,8 @@ class TextBatcher:
     def for_model(cls, model: CLIPModel, tokenizer) -> "TextBatcher":
         text_cfg = model.config.text_config
         eos = text_cfg.eos_token_id
-        own = EOS_TOKEN in tokenizer.get_vocab() and tokenizer.convert_tokens_to_ids(EOS_TOKEN) == eos
+        own = (EOS_TOKEN in tokenizer.get_vocab()
+               and tokenizer.convert_tokens_to_ids(EOS_TOKEN) == eos)
         return cls(tokenizer, text_cfg.max_position_embeddings, eos if own else None)
 
     def __call__(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,15 +128,18 @@ def train_clip(model: CLIPModel, tokenizer, data: dict, cfg: ClipConfig, data_cf
     if len(images) < 2:
         raise ValueError("contrastive training needs at least 2 image-caption pairs")
     batcher = TextBatcher.for_model(model, tokenizer)
+    mean_attrs, std_attrs = cfg.caption_attrs or (data_cfg.caption_attrs_mean,
+                                                  data_cfg.caption_attrs_std)
     captions = CaptionSampler(data["labels"], data["captions"], cfg.fresh_caption_prob, cfg.seed,
-                              data_cfg.caption_attrs_mean, data_cfg.caption_attrs_std)
+                              mean_attrs, std_attrs)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.98), eps=1e-6)
     history = {"step": [], "loss": [], "lr": [], "batch_acc": []}
     batch = min(cfg.batch_size, len(images))
     start, step = time.perf_counter(), 0
-    bar = tqdm(total=cfg.max_steps, desc="CLIP", disable=runtime.progress_disabled() or progress is False)
+    bar = tqdm(total=cfg.max_steps, desc="CLIP",
+               disable=runtime.progress_disabled() or progress is False)
     model.train()
     while step < cfg.max_steps:
         done = max(step / cfg.max_steps, (time.perf_counter() - start) / max(cfg.max_seconds, 1e-9))

@@ -1,4 +1,4 @@
-"""Training data for the encoders: image-caption pairs for CLIP, identity-labelled faces for ArcFace.
+"""Encoder training data: image-caption pairs for CLIP, identity-labelled faces for ArcFace.
 
 SynthFaces draws every image's identity from the same `n_identities` people in every split, so
 train, validation and test share people. Face verification must be measured on people the
@@ -17,7 +17,7 @@ import os
 import numpy as np
 import torch
 
-from ..data import build as build_module
+from ..data.build import _STREAM, POOL_STREAM, render_pool
 from ..data.dataset import load_split, load_tensors
 from ..data.groups import TAXONOMY
 from ..data.text import make_caption
@@ -30,8 +30,8 @@ def pool_identity_ids(data_cfg, n: int) -> torch.Tensor:
     tests/test_encoders_data.py checks this against real renders, so a change in build.py that
     breaks it fails loudly instead of silently mislabelling faces.
     """
-    stream = build_module._STREAM["attributes"]
-    ids = [int(np.random.default_rng([data_cfg.seed, build_module.POOL_STREAM, i, stream])
+    stream = _STREAM["attributes"]
+    ids = [int(np.random.default_rng([data_cfg.seed, POOL_STREAM, i, stream])
                .integers(data_cfg.n_identities)) for i in range(n)]
     return torch.tensor(ids, dtype=torch.int64)
 
@@ -51,7 +51,7 @@ def clip_training_set(data_path: str | os.PathLike, data_cfg, n_pool: int) -> di
     captions: list[str | None] = [r["caption"] for r in load_split(data_path, "train")]
     images, labels = train["images"], train["labels"]
     if n_pool:
-        pool = build_module.render_pool(data_cfg, n_pool)
+        pool = render_pool(data_cfg, n_pool)
         images, labels = torch.cat([images, pool["images"]]), torch.cat([labels, pool["labels"]])
         captions += [None] * n_pool
     return {"images": images, "labels": labels, "captions": captions}
@@ -64,7 +64,7 @@ def identity_training_set(data_path: str | os.PathLike, data_cfg, n_pool: int,
     train = load_tensors(data_path, "train")
     images, ids = train["images"], train["identity_ids"]
     if n_pool:
-        pool = build_module.render_pool(data_cfg, n_pool)
+        pool = render_pool(data_cfg, n_pool)
         images = torch.cat([images, pool["images"]])
         ids = torch.cat([ids, pool_identity_ids(data_cfg, n_pool)])
     keep = ~torch.isin(ids, held_out)

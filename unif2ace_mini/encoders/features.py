@@ -18,8 +18,9 @@ unless it is handed a hub id):
     load_pretrained_clip(path_or_id)  transformers CLIP (e.g. openai/clip-vit-large-patch14)
     load_face_model(path)             a face-recognition model from a local file, either
       - *.safetensors written by save_face_model: IResNet weights + metadata {"format":
-        "unif2ace-face-iresnet", "arch": {widths, layers, embedding_dim, image_size}, "mean",
-        "std"}; insightface ArcFace .pth checkpoints convert with convert_insightface_checkpoint;
+        "unif2ace-face-iresnet", "arch": {widths, layers, embedding_dim, image_size, stem_stride},
+        "mean", "std"}; insightface ArcFace .pth checkpoints convert with
+        convert_insightface_checkpoint;
       - *.pt / *.ts TorchScript taking (B, 3, model_size, model_size) in [-1, 1] (insightface's
         convention) and returning (B, D). Faces are expected roughly centred and aligned.
 """
@@ -54,8 +55,9 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         self.image_size, self.model_size = int(image_size), int(model_size)
         self.dim, self.n_tokens = int(dim), int(n_tokens)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        as_buffer = lambda v: torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("mean", as_buffer(mean), persistent=False)
+        self.register_buffer("std", as_buffer(std), persistent=False)
 
     def train(self, mode: bool = True) -> "FeatureExtractor":
         return super().train(False)                      # frozen: BatchNorm / dropout stay off
@@ -67,7 +69,8 @@ class FeatureExtractor(nn.Module):
     def check_images(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 or float [-1, 1] images (B, 3, image_size, image_size) -> float on our device."""
         if not isinstance(images, torch.Tensor):
-            raise ValueError(f"{self.name} features need a torch.Tensor of images, got {type(images).__name__}")
+            raise ValueError(f"{self.name} features need a torch.Tensor of images, "
+                             f"got {type(images).__name__}")
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"{self.name} features need RGB images (B, 3, H, W), got shape "
                              f"{tuple(images.shape)}")
@@ -126,7 +129,7 @@ class ClipImageFeatures(FeatureExtractor):
         super().__init__(image_size or size, size, dim, n_tokens, mean, std)
         self.tokens = tokens
         self.model = model.eval().requires_grad_(False)
-        self.mean, self.std = self.mean.to(next(model.parameters()).device), self.std.to(next(model.parameters()).device)
+        self.to(next(model.parameters()).device)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model.vision_model(pixel_values=x)
@@ -146,19 +149,21 @@ class FaceIdentityFeatures(FeatureExtractor):
         device = next(iter(backbone.parameters()), torch.zeros(0)).device
         if embedding_dim is None:   # TorchScript models do not say: ask them
             with torch.no_grad():
-                embedding_dim = backbone.eval()(torch.zeros(2, 3, model_size, model_size, device=device)).shape[-1]
+                probe = torch.zeros(2, 3, model_size, model_size, device=device)
+                embedding_dim = backbone.eval()(probe).shape[-1]
         super().__init__(image_size, model_size, embedding_dim, 1, mean, std)
         self.backbone = backbone.eval()
         for p in self.backbone.parameters():
             p.requires_grad_(False)
-        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        self.to(device)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.backbone(x).float(), dim=-1).unsqueeze(1)             # (B, 1, D)
 
 
 def load_pretrained_clip(path_or_id: str | os.PathLike, image_size: int | None = None,
-                         tokens: str = "patches", device: str | torch.device = "cpu") -> ClipImageFeatures:
+                         tokens: str = "patches", device: str | torch.device = "cpu"
+                         ) -> ClipImageFeatures:
     """A pretrained CLIP's vision tower (+ projection) behind the extractor interface.
 
     Only the vision side is loaded (CLIPVisionModelWithProjection reads a full CLIPModel
@@ -197,7 +202,8 @@ def load_face_backbone(path: str | os.PathLike) -> tuple[IResNet, dict]:
         model = IResNet(**meta["arch"])
         model.load_state_dict(tensors)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"face model {path} does not match its recorded architecture: {err}") from err
+        raise ValueError(f"face model {path} does not match its recorded architecture: "
+                         f"{err}") from err
     return model.eval(), meta
 
 

@@ -57,16 +57,22 @@ class IResNet(nn.Module):
     """
 
     def __init__(self, widths=(64, 128, 256, 512), layers=(3, 4, 14, 3), embedding_dim: int = 512,
-                 image_size: int = 112, dropout: float = 0.0):
+                 image_size: int = 112, stem_stride: int = 1, dropout: float = 0.0):
         super().__init__()
         if len(widths) != len(layers) or not widths:
             raise ValueError(f"widths {widths} and layers {layers} need one entry per stage")
-        side = image_size // 2 ** len(widths)
-        if side < 1 or image_size % 2 ** len(widths):
-            raise ValueError(f"image_size {image_size} is not divisible by 2^{len(widths)}")
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 (insightface) or 2, got {stem_stride}")
+        down = stem_stride * 2 ** len(widths)
+        side = image_size // down
+        if side < 1 or image_size % down:
+            raise ValueError(f"image_size {image_size} is not divisible by {down} "
+                             f"(stem stride {stem_stride}, {len(widths)} stride-2 stages)")
         self.widths, self.layers = tuple(widths), tuple(layers)
-        self.embedding_dim, self.image_size = embedding_dim, image_size
-        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.embedding_dim, self.image_size, self.stem_stride = embedding_dim, image_size, stem_stride
+        # insightface keeps the stem at full resolution (112 px); the mini encoders use stride 2:
+        # on a CPU, BatchNorm/PReLU passes over full-size maps cost more than the convolutions.
+        self.conv1 = nn.Conv2d(3, widths[0], 3, stem_stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0], eps=1e-5)
         self.prelu = nn.PReLU(widths[0])
         c = widths[0]
@@ -84,10 +90,11 @@ class IResNet(nn.Module):
     def arch(self) -> dict:
         """Everything needed to rebuild the network (stored in checkpoints)."""
         return {"widths": list(self.widths), "layers": list(self.layers),
-                "embedding_dim": self.embedding_dim, "image_size": self.image_size}
+                "embedding_dim": self.embedding_dim, "image_size": self.image_size,
+                "stem_stride": self.stem_stride}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.prelu(self.bn1(self.conv1(x)))                     # (B, w0, S, S)
+        x = self.prelu(self.bn1(self.conv1(x)))                     # (B, w0, S/stem, S/stem)
         for k in range(len(self.widths)):
             x = getattr(self, f"layer{k + 1}")(x)                   # (B, wk, S/2^(k+1), ...)
         x = self.dropout(torch.flatten(self.bn2(x), 1))             # (B, wN * side^2)
@@ -101,7 +108,8 @@ def arcface_logits(cos: torch.Tensor, labels: torch.Tensor, margin: float) -> to
     there insightface (and we) use cos(theta) - m * sin(m), which keeps the logit decreasing.
     """
     if labels.shape != cos.shape[:1]:
-        raise ValueError(f"need one label per row: cos {tuple(cos.shape)}, labels {tuple(labels.shape)}")
+        raise ValueError(f"need one label per row: cos {tuple(cos.shape)}, "
+                         f"labels {tuple(labels.shape)}")
     target = cos.gather(1, labels[:, None]).clamp(-1 + 1e-7, 1 - 1e-7)  # (B, 1)
     sin = (1.0 - target.pow(2)).sqrt()
     shifted = target * math.cos(margin) - sin * math.sin(margin)        # cos(theta + m)
@@ -118,16 +126,20 @@ class ArcFaceHead(nn.Module):
         self.weight = nn.Parameter(torch.randn(n_classes, embedding_dim) * 0.01)
         self.scale, self.margin = scale, margin
 
+    def cosine(self, emb: torch.Tensor) -> torch.Tensor:
+        """Cosine between each embedding and each class centre. (B, C)"""
+        return F.normalize(emb, dim=-1) @ F.normalize(self.weight, dim=-1).T
+
     def forward(self, emb: torch.Tensor, labels: torch.Tensor | None = None,
                 margin: float | None = None) -> torch.Tensor:
-        cos = F.normalize(emb, dim=-1) @ F.normalize(self.weight, dim=-1).T   # (B, C)
+        cos = self.cosine(emb)                                                 # (B, C)
         if labels is not None:
             cos = arcface_logits(cos, labels, self.margin if margin is None else margin)
         return self.scale * cos
 
 
 def build_face_encoder(cfg: FaceEncoderConfig) -> IResNet:
-    return IResNet(cfg.widths, cfg.layers, cfg.embedding_dim, cfg.image_size)
+    return IResNet(cfg.widths, cfg.layers, cfg.embedding_dim, cfg.image_size, cfg.stem_stride)
 
 
 def train_face_encoder(backbone: IResNet, data: dict, cfg: FaceEncoderConfig,
@@ -135,8 +147,9 @@ def train_face_encoder(backbone: IResNet, data: dict, cfg: FaceEncoderConfig,
     """ArcFace training on data = {images uint8 (N,3,H,W), classes (N,)} until max_steps or
     max_seconds; the head is thrown away afterwards (only the backbone embeds faces).
 
-    The margin ramps up from 0 over the warmup: a randomly initialised tiny network facing a
-    0.5 rad margin on hundreds of classes often never leaves the starting plateau.
+    The margin ramps up from 0 over the first `margin_warmup` of the budget: a randomly
+    initialised tiny network facing a 0.5 rad margin on hundreds of classes at once never leaves
+    the starting plateau (measured: loss rising from 11 to 21, accuracy 0, on the quick profile).
     """
     device = next(backbone.parameters()).device
     images, classes = data["images"], data["classes"]
@@ -147,37 +160,40 @@ def train_face_encoder(backbone: IResNet, data: dict, cfg: FaceEncoderConfig,
     gen = torch.Generator().manual_seed(cfg.seed)
     history = {"step": [], "loss": [], "lr": [], "margin": [], "batch_acc": []}
     batch = min(cfg.batch_size, len(images))
+    backbone.to(memory_format=torch.channels_last)   # measured ~20% faster convs on CPU
     start, step = time.perf_counter(), 0
-    bar = tqdm(total=cfg.max_steps, desc="ArcFace", disable=runtime.progress_disabled() or progress is False)
+    bar = tqdm(total=cfg.max_steps, desc="ArcFace",
+               disable=runtime.progress_disabled() or progress is False)
     backbone.train()
     while step < cfg.max_steps:
         done = max(step / cfg.max_steps, (time.perf_counter() - start) / max(cfg.max_seconds, 1e-9))
         if done >= 1:
             break
-        warm = min(1.0, (step + 1) / cfg.warmup_steps)
-        lr = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * done))
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * done))
+        margin = cfg.margin * (min(1.0, done / cfg.margin_warmup) if cfg.margin_warmup else 1.0)
         for group in opt.param_groups:
             group["lr"] = lr
         idx = torch.randint(len(images), (batch,), generator=gen)
         x = random_shift(to_unit_range(images[idx]), gen).to(device)    # (B, 3, H, W)
+        x = x.contiguous(memory_format=torch.channels_last)
         y = classes[idx].to(device)
-        logits = head(backbone(x), y, margin=cfg.margin * warm)         # (B, C)
-        loss = F.cross_entropy(logits, y)
+        cos = head.cosine(backbone(x))                                  # (B, C)
+        loss = F.cross_entropy(head.scale * arcface_logits(cos, y, margin), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
-        acc = (logits.argmax(1) == y).float().mean().item()   # with the margin: a strict test
+        acc = (cos.argmax(1) == y).float().mean().item()     # nearest class centre, no margin
         history["step"].append(step)
         history["loss"].append(loss.item())
         history["lr"].append(lr)
-        history["margin"].append(cfg.margin * warm)
+        history["margin"].append(margin)
         history["batch_acc"].append(acc)
         bar.update(1)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
     bar.close()
-    backbone.eval()
+    backbone.to(memory_format=torch.contiguous_format).eval()
     seconds = time.perf_counter() - start
     history |= {"steps": step, "seconds": seconds, "img_per_s": step * batch / max(seconds, 1e-9),
                 "batch_size": batch, "n_images": len(images), "n_classes": n_classes}

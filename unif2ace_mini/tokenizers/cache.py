@@ -72,7 +72,7 @@ def text_corpus(data_path, split: str = "train") -> list[str]:
     for r in load_split(data_path, split):
         texts.append(r["caption"])
         for qa in r["vqa"]:
-            texts += [qa["question"], qa["answer"]]
+            texts += [qa["question"], " " + qa["answer"]]  # answers follow a question: a new word
     return texts
 
 

@@ -1,0 +1,168 @@
+"""Understanding: cached == uncached decoding, seeding, stopping, allowed tokens, bad inputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from unif2ace_mini.data.groups import TAXONOMY
+from unif2ace_mini.data.text import make_caption, make_vqa
+from unif2ace_mini.inference_cli import load_image
+from unif2ace_mini.inference_cli import main as cli_main
+from unif2ace_mini.model import ModelConfig, SequenceBuilder, UniFace, UniFaceOutput
+from unif2ace_mini.tokenizers import (ImageTokenizerConfig, PlainVQTokenizer, Vocabulary,
+                                      train_text_tokenizer)
+from unif2ace_mini.understand import answer, caption, decode, image_token_ids, time_decoding
+
+QUESTIONS = ["Is the person smiling?", "What colour is the person's hair?", "How many earrings?"]
+
+
+@pytest.fixture(scope="module")
+def parts():
+    rng = np.random.default_rng(0)
+    texts = []
+    for _ in range(20):
+        attrs = TAXONOMY.sample(rng)
+        texts.append(make_caption(attrs, rng)[0])
+        texts += [qa["question"] + " " + qa["answer"] for qa in make_vqa(attrs, rng)]
+    tok = train_text_tokenizer(texts, vocab_size=350)
+    torch.manual_seed(0)
+    image_tok = PlainVQTokenizer(ImageTokenizerConfig(image_size=16, downsample=4, codebook_size=16,
+                                                      width=16, code_dim=4, n_res_blocks=1)).eval()
+    vocab = Vocabulary.from_tokenizers(tok, image_tok)
+    builder = SequenceBuilder(tok, vocab, max_len=48, n_image_tokens=16)
+    model = UniFace(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=48)
+                    .for_vocab(vocab), vocab).eval()
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return model, image_tok, builder, images
+
+
+class Boost(torch.nn.Module):
+    """Wraps a model and adds `amount` to the logits of some ids (e.g. to force <|eot|>)."""
+
+    def __init__(self, model, ids, amount=1e4):
+        super().__init__()
+        self.inner, self.vocab, self.config = model, model.vocab, model.config
+        self.ids, self.amount = list(ids), amount
+
+    def forward(self, ids, **kw):
+        out = self.inner(ids, **kw)
+        logits = out.logits.clone()
+        logits[..., self.ids] += self.amount
+        return UniFaceOutput(logits, out.aux_loss, out.aux, out.past_key_values)
+
+
+def prompt(parts, questions=QUESTIONS):
+    model, image_tok, builder, images = parts
+    ids = image_token_ids(model.vocab, builder, images, image_tokenizer=image_tok)
+    return builder.mmu_prompt_batch(ids, list(questions))
+
+
+@pytest.mark.parametrize("decoding", ["greedy", "top-k"])
+def test_cached_decoding_gives_the_same_tokens_as_uncached(parts, decoding):
+    model, _, builder, _ = parts
+    kw = dict(tokenizer=builder.tokenizer, max_new_tokens=12, decoding=decoding, top_k=4, seed=5)
+    cached = decode(model, prompt(parts), use_cache=True, **kw)
+    uncached = decode(model, prompt(parts), use_cache=False, **kw)
+    assert cached.tokens == uncached.tokens and cached.texts == uncached.texts
+    assert cached.new_tokens == uncached.new_tokens > 0
+
+
+def test_top_k_is_seeded_and_tokens_are_text(parts):
+    model, _, builder, _ = parts
+    kw = dict(tokenizer=builder.tokenizer, max_new_tokens=10, decoding="top-k", top_k=50)
+    a, b = decode(model, prompt(parts), seed=1, **kw), decode(model, prompt(parts), seed=1, **kw)
+    c = decode(model, prompt(parts), seed=2, **kw)
+    assert a.tokens == b.tokens and a.tokens != c.tokens
+    # a model that prefers image codes, MASK and specials still only writes text (+ <|eot|>)
+    v = model.vocab
+    biased = Boost(model, list(range(v.n_text + 1, v.size)))
+    out = decode(biased, prompt(parts), tokenizer=builder.tokenizer, max_new_tokens=6)
+    assert all(0 <= t < v.n_text for row in out.tokens for t in row)
+
+
+def test_stops_at_eot_and_respects_max_new_tokens(parts):
+    model, _, builder, _ = parts
+    eot = model.vocab.special_id("eot")
+    out = decode(Boost(model, [eot]), prompt(parts), tokenizer=builder.tokenizer)
+    assert out.texts == ["", "", ""] and all(out.finished) and out.forward_passes == 1
+    out = decode(model, prompt(parts), tokenizer=builder.tokenizer, max_new_tokens=3,
+                 stop_at_eot=False)
+    assert out.new_tokens == 3 and all(len(t) <= 3 for t in out.tokens)
+    # asking for more than max_len leaves is cut to the room left
+    out = decode(model, prompt(parts), tokenizer=builder.tokenizer, max_new_tokens=500,
+                 stop_at_eot=False)
+    longest = int((prompt(parts) != model.vocab.pad_id).sum(-1).max())
+    assert out.new_tokens == 48 - longest
+
+
+def test_caption_and_answer_from_images_and_codes(parts):
+    model, image_tok, builder, images = parts
+    kw = dict(image_tokenizer=image_tok, builder=builder, max_new_tokens=5)
+    caps = caption(model, images, **kw)
+    assert len(caps) == 3 and all(isinstance(c, str) for c in caps)
+    codes = image_tok.encode(images)
+    assert caption(model, codes=codes, builder=builder, max_new_tokens=5) == caps
+    uint8 = ((images + 1) * 127.5).round().to(torch.uint8)
+    assert len(answer(model, uint8, QUESTIONS, **kw)) == 3
+    assert answer(model, images[:1], "Is the person smiling?", **kw) == \
+        answer(model, images[:1], ["Is the person smiling?"], **kw)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda im: im[:, :, :8, :8], "image size must be 16x16"),
+    (lambda im: im[:, :1], "3 channels"),
+    (lambda im: im * 10, r"\[-1, 1\]"),
+    (lambda im: im[0], "shape"),
+])
+def test_bad_images_are_clear_errors(parts, make, message):
+    model, image_tok, builder, images = parts
+    with pytest.raises(ValueError, match=message):
+        caption(model, make(images), image_tokenizer=image_tok, builder=builder)
+
+
+def test_bad_questions_and_codes_are_clear_errors(parts):
+    model, image_tok, builder, images = parts
+    kw = dict(image_tokenizer=image_tok, builder=builder)
+    cases = [(["", "a?", "b?"], "non-empty"), (["a?", "  ", "b?"], "non-empty"),
+             (["a?"], "one question per image"), ([None, "a?", "b?"], "non-empty"),
+             (7, "list of strings")]
+    for questions, message in cases:
+        with pytest.raises(ValueError, match=message):
+            answer(model, images, questions, **kw)
+    with pytest.raises(ValueError, match="exactly one"):
+        caption(model, images, codes=torch.zeros(3, 4, 4, dtype=torch.long), **kw)
+    with pytest.raises(ValueError, match="image codes must lie"):
+        caption(model, codes=torch.full((3, 4, 4), 99), builder=builder)
+    with pytest.raises(ValueError, match="16 image codes"):
+        caption(model, codes=torch.zeros(3, 2, 2, dtype=torch.long), builder=builder)
+    with pytest.raises(ValueError, match="shorten the question|only"):
+        answer(model, images[:1], ["hair " * 40], **kw)
+    with pytest.raises(ValueError, match="no images"):
+        caption(model, images[:0], **kw)
+    with pytest.raises(ValueError, match="unknown decoding"):
+        caption(model, images, decoding="beam", **kw)
+
+
+def test_time_decoding_reports_both_paths(parts):
+    model, image_tok, builder, images = parts
+    ids = image_token_ids(model.vocab, builder, images, image_tokenizer=image_tok)
+    t = time_decoding(model, ids, builder, new_tokens=4, repeats=1)
+    assert t["ms_per_token_cached"] > 0 and t["ms_per_token_uncached"] > 0 and t["batch"] == 3
+
+
+def test_cli_image_checks_before_loading_anything(tmp_path, capsys):
+    from PIL import Image
+
+    assert cli_main(["answer", "--image", str(tmp_path / "none.png"), "--question", "Hi?"]) == 2
+    assert "no image file" in capsys.readouterr().err
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "small.png")
+    assert cli_main(["answer", "--image", str(tmp_path / "small.png"), "--question", "Hi?"]) == 2
+    assert "20x20" in capsys.readouterr().err
+    assert cli_main(["answer", "--image", str(tmp_path / "small.png"), "--question", " "]) == 2
+    assert "--question is empty" in capsys.readouterr().err
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="cannot read"):
+        load_image(tmp_path / "junk.png", 32)
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(tmp_path / "grey.png")
+    x = load_image(tmp_path / "grey.png", 32)
+    assert x.shape == (1, 3, 32, 32) and float(x.max()) == 1.0
