@@ -82,7 +82,7 @@ def clip_dir(profile, config: ClipConfig | None = None, root=None) -> Path:
     cfg = config or clip_config(profile)
     from ..data.build import cache_key
     key = _digest([cfg.to_dict(), profile.text_tokenizer.__dict__, FORMAT_VERSION])
-    return _base(root, "encoders") / f"clip-{cfg.image_size}px-{cache_key(profile.data)}-{key}"
+    return _base(root, "encoders") / f"clip-{cache_key(profile.data)}-{key}"
 
 
 def load_clip(path: str | os.PathLike):
@@ -159,7 +159,7 @@ def face_encoder_path(profile, config: FaceEncoderConfig | None = None, root=Non
     cfg = config or face_encoder_config(profile)
     from ..data.build import cache_key
     key = _digest([cfg.to_dict(), FORMAT_VERSION])
-    name = f"face-{cfg.image_size}px-{cache_key(profile.data)}-{key}.safetensors"
+    name = f"face-{cache_key(profile.data)}-{key}.safetensors"
     return _base(root, "encoders") / name
 
 
