@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def pytest_collectstart(collector):
     # nbval compares stderr by default; warnings and library chatter there are not course output.
@@ -10,3 +12,14 @@ def pytest_collectstart(collector):
         if hasattr(collector, "skip_compare"):
             collector.skip_compare += ("stderr", "application/vnd.jupyter.widget-view+json",
                                        "text/html")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a test module: two threads on shared cores can be 10-20x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -26,12 +26,7 @@ FACE = FaceEncoderConfig(widths=(8, 16), layers=(1, 1), embedding_dim=16, holdou
                          n_pool=0, batch_size=16, max_steps=4, max_seconds=20.0, max_pairs=200)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,7 @@ TINY = ClipConfig(image_size=16, patch_size=8, vision_width=32, vision_layers=1,
                   n_pool=0, batch_size=16, lr=3e-3, warmup_steps=5, max_steps=60, max_seconds=30.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _attrs(n, seed=0):

@@ -19,12 +19,7 @@ from unif2ace_mini.encoders import (ClipImageFeatures, FaceIdentityFeatures, IRe
 from unif2ace_mini.runtime import save_safetensors
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _clip(image_size=16, patch=8, width=32):

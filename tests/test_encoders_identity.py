@@ -12,12 +12,7 @@ from unif2ace_mini.encoders import (ArcFaceHead, FaceEncoderConfig, IResNet, arc
                                     verification_pairs, verification_report)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_arcface_adds_the_margin_to_the_true_angle_only():

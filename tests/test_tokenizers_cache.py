@@ -10,13 +10,7 @@ from unif2ace_mini.tokenizers.cache import (load_or_train_image_tokenizer,
 from unif2ace_mini.tokenizers.config import ImageTokenizerConfig, TextTokenizerConfig
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """See test_tokenizers_train.py: 2 threads on shared cores can be 10-20x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,7 @@ CFG = ImageTokenizerConfig(image_size=16, downsample=2, codebook_size=64, code_d
                            max_steps=200, max_seconds=60.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: with other processes on the same 2 cores, OpenMP's spin-waiting made 2-thread
-    training of these tiny convs 10-20x slower (measured); 1 thread is fast either way."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
