@@ -219,3 +219,15 @@ def test_configs_and_expert_names():
     assert F.softmax(expert.mix_logits, 0).sum().item() == pytest.approx(1.0)
     x, normed, f = torch.randn(2, 3, D), torch.randn(2, 3, D), torch.randn(2, 5, 4)
     torch.testing.assert_close(expert(x, normed, f), 0.8 * x + 0.2 * expert.resampler(normed, f))
+
+
+def test_feature_widths_match_the_encoders_of_each_profile():
+    # The sequence MoE's resampler projects encoder features: a width mismatch would only
+    # surface as a shape error deep inside training.
+    from unif2ace_mini.encoders.config import CLIP_CONFIGS, FACE_ENCODER_CONFIGS
+    from unif2ace_mini.model.moe_config import SEQUENCE_MOE_CONFIGS
+
+    for name, cfg in SEQUENCE_MOE_CONFIGS.items():
+        assert cfg.face_dim == FACE_ENCODER_CONFIGS[name].embedding_dim, name
+        if not CLIP_CONFIGS[name].pretrained:
+            assert cfg.clip_dim == CLIP_CONFIGS[name].vision_width, name

@@ -161,8 +161,8 @@ TOKEN_MOE_CONFIGS: dict[str, TokenMoEConfig] = {
 }
 
 SEQUENCE_MOE_CONFIGS: dict[str, SequenceMoEConfig] = {
-    "quick": SequenceMoEConfig(clip_dim=128, face_dim=128),
-    "cpu": SequenceMoEConfig(clip_dim=192, face_dim=256, noise_dim=128),
+    "quick": SequenceMoEConfig(clip_dim=64, face_dim=128),
+    "cpu": SequenceMoEConfig(clip_dim=128, face_dim=256, noise_dim=128),
     "gpu": SequenceMoEConfig(clip_dim=384, face_dim=512, noise_dim=256, resampler_heads=8),
     "paper": SequenceMoEConfig(clip_dim=1024, face_dim=512, noise_dim=512, noise_tokens=16,
                                resampler_heads=16),
