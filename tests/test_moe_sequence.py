@@ -225,7 +225,6 @@ def test_feature_widths_match_the_encoders_of_each_profile():
     # The sequence MoE's resampler projects encoder features: a width mismatch would only
     # surface as a shape error deep inside training.
     from unif2ace_mini.encoders.config import CLIP_CONFIGS, FACE_ENCODER_CONFIGS
-    from unif2ace_mini.model.moe_config import SEQUENCE_MOE_CONFIGS
 
     for name, cfg in SEQUENCE_MOE_CONFIGS.items():
         assert cfg.face_dim == FACE_ENCODER_CONFIGS[name].embedding_dim, name
