@@ -22,8 +22,9 @@ TMP_DIR      := $(CURDIR)/.tmp
 export UNIF2ACE_CACHE              ?= $(CURDIR)/.cache
 export UNIF2ACE_NO_PROGRESS        := 1
 export UNIF2ACE_THREADS            ?= 2
-# OpenMP threads that spin while waiting make torch 10-30x slower on a busy 2-core machine.
-export OMP_WAIT_POLICY             ?= PASSIVE
+# OpenMP's wait policy is left at its default (spin briefly, then sleep). PASSIVE made the quick
+# course 2-3x slower on a free 2-core machine (transformer step 0.37 s -> 0.7-1.0 s); only when
+# other jobs share the cores does `OMP_WAIT_POLICY=PASSIVE make ...` help.
 export HF_HUB_OFFLINE              := 1
 export HF_DATASETS_OFFLINE         := 1
 export TRANSFORMERS_OFFLINE        := 1

@@ -59,3 +59,16 @@ def test_load_or_train_reuses_complete_runs(chain, tmp_path, monkeypatch):
     assert not log1["cached"] and log2["cached"] and log2["steps"] == 5
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_training_stops_on_steps_and_warns_when_the_time_limit_cuts_it(chain):
+    data = chain.sample(64, torch.Generator().manual_seed(0))
+    small = dict(d_model=16, n_layers=1, n_heads=2, batch_size=8)
+    _, log = DN.train_denoiser("mgm", data, chain.n_real + 1, chain.mask_id, D.CosineSchedule(),
+                               DN.ToyTrainConfig(steps=3, max_seconds=60.0, **small))
+    assert log["steps"] == 3 and len(log["loss"]) == 3
+    with pytest.warns(RuntimeWarning, match="time limit"):
+        _, log = DN.train_denoiser("mgm", data, chain.n_real + 1, chain.mask_id,
+                                   D.CosineSchedule(),
+                                   DN.ToyTrainConfig(steps=50, max_seconds=0.0, **small))
+    assert log["steps"] == 1

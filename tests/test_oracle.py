@@ -82,5 +82,6 @@ def test_architecture_fits_every_supported_size():
 def test_training_stops_on_the_time_limit(trained):
     path, _, _ = trained
     quick = PROFILE.replace(oracle=dataclasses.replace(ORACLE, max_steps=10_000, max_seconds=1.0))
-    _, history = train_oracle(quick, path)
+    with pytest.warns(RuntimeWarning, match="oracle: the time limit"):
+        _, history = train_oracle(quick, path)
     assert history["steps"] < 10_000 and history["seconds"] < 10

@@ -91,3 +91,13 @@ def test_profiles_are_frozen_and_named():
     # the profiles grow in size from quick to paper
     sizes = [profiles.get_profile(n).data.n_train for n in ("quick", "cpu", "gpu", "paper")]
     assert sizes == sorted(sizes)
+
+
+def test_a_time_limited_run_warns_and_a_full_one_does_not():
+    import warnings
+
+    with pytest.warns(RuntimeWarning, match=r"oracle: the time limit \(9 s\) stopped .* 3 of 10"):
+        runtime.warn_if_time_limited("oracle", 3, 10, 9.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        runtime.warn_if_time_limited("oracle", 10, 10, 9.0)

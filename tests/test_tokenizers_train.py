@@ -59,7 +59,9 @@ def test_training_is_seeded(data):
 
 def test_time_limit_stops_training(data):
     tok = PlainVQTokenizer(CFG)
-    hist = train_image_tokenizer(tok, data[0], max_steps=10_000, max_seconds=0.5, progress=False)
+    with pytest.warns(RuntimeWarning, match="image tokenizer: the time limit"):
+        hist = train_image_tokenizer(tok, data[0], max_steps=10_000, max_seconds=0.5,
+                                     progress=False)
     assert 0 < hist["steps"] < 10_000 and hist["total_seconds"] < 5
 
 

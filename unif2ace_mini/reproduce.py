@@ -24,7 +24,6 @@ REPORT_TAG = "report"
 # The same switches the Makefile exports, for direct `python -m unif2ace_mini ...` calls.
 NOTEBOOK_ENV = {
     "UNIF2ACE_NO_PROGRESS": "1",
-    "OMP_WAIT_POLICY": "PASSIVE",  # read at kernel start; spinning threads stall busy CPUs
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",

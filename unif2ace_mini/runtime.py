@@ -10,6 +10,7 @@ import json
 import os
 import random
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -75,6 +76,16 @@ def progress_disabled() -> bool:
     test and reproduce commands switch bars off explicitly instead of relying on TQDM_DISABLE.
     """
     return os.environ.get("UNIF2ACE_NO_PROGRESS", "0") not in ("", "0", "false", "False")
+
+
+def warn_if_time_limited(what: str, steps: int, max_steps: int, max_seconds: float) -> None:
+    """Training loops stop on `max_steps`; `max_seconds` is a safety net for very slow machines.
+    When it fires, the run is shorter than the reference run, so its results differ: say so."""
+    if steps < max_steps:
+        warnings.warn(f"{what}: the time limit ({max_seconds:.0f} s) stopped training after "
+                      f"{steps} of {max_steps} steps; this machine is slower than the profile "
+                      f"assumes, so results differ from the reference run", RuntimeWarning,
+                      stacklevel=2)
 
 
 def cache_dir(*parts: str) -> Path:

@@ -141,6 +141,7 @@ def train_oracle(profile, data_path: str | os.PathLike | None = None,
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     model.eval()
+    runtime.warn_if_time_limited("oracle", step, cfg.max_steps, cfg.max_seconds)
     history["steps"], history["seconds"] = step, time.perf_counter() - start
     return model, history
 

@@ -88,9 +88,10 @@ class ToyTrainConfig:
     seed: int = 0
 
 
-# Sizes of the toy ablation per profile (notebook 04). quick: ~8-10 s per model on 2 free cores.
+# Sizes of the toy ablation per profile (notebook 04). quick: ~25 s per model on 2 free cores
+# (~40 ms/step); step-bound, max_seconds is a safety net.
 TOY_SIZES = {
-    "quick": ToyTrainConfig(steps=600, max_seconds=120.0),
+    "quick": ToyTrainConfig(steps=600, max_seconds=400.0),
     "cpu": ToyTrainConfig(steps=4000, max_seconds=600.0, d_model=128, n_layers=3),
     "gpu": ToyTrainConfig(steps=8000, max_seconds=600.0, batch_size=256, d_model=128, n_layers=4),
     "paper": ToyTrainConfig(steps=8000, max_seconds=600.0, batch_size=256, d_model=128, n_layers=4),
@@ -122,6 +123,9 @@ def train_denoiser(variant: str, data: Tensor, vocab_size: int, mask_id: int,
         if time.perf_counter() - start > config.max_seconds:
             break
     model.eval()
+    from .. import runtime
+    runtime.warn_if_time_limited(f"toy denoiser ({variant})", step, config.steps,
+                                 config.max_seconds)
     return model, {"loss": losses, "steps": step, "seconds": time.perf_counter() - start}
 
 

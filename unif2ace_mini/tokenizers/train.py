@@ -123,6 +123,7 @@ def train_image_tokenizer(tokenizer: ImageTokenizer, images: torch.Tensor, *,
     if step <= warmup:  # stopped (time limit) before quantising: still give a usable codebook
         _init_codebook(tokenizer, images, n_init, g)
     tokenizer.eval()
+    runtime.warn_if_time_limited("image tokenizer", step, max_steps, max_seconds)
     seconds = time.perf_counter() - start
     hist.update(steps=step, total_seconds=seconds,
                 images_per_second=step * batch_size / max(seconds, 1e-9))
