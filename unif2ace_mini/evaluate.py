@@ -207,6 +207,7 @@ class EvalContext:
     records: list                  # the split's first n records
     image_ids: Tensor              # (n, N) their image token ids
     train: list                    # train records (for the baselines)
+    features: dict | None = None   # (n, N_f, D_f) encoder features, for a sequence-level MoE
 
     def budget(self, caption: str) -> str:
         """A caption as the model reads it: cut to the text budget at a sentence end."""
@@ -216,13 +217,30 @@ class EvalContext:
         return truncate_caption(b.tokenizer, caption, b.text_budget)[1]
 
 
+def eval_features(profile, model_config, split: str, n: int, data_path=None) -> dict | None:
+    """The first n images' encoder features of `split` when the model reads any (a sequence-level
+    MoE with CLIP / face experts; encoders.extract_features, cached), else None."""
+    from .model.moe_config import feature_kinds
+
+    kinds = feature_kinds(model_config)
+    if not kinds:
+        return None
+    from .encoders import extract_features
+
+    features = extract_features(profile, split, data_path=data_path)
+    return {k: features[k][:n] for k in kinds}
+
+
 def evaluate_vqa(ctx: EvalContext, batch_size: int = 256) -> dict:
     from .understand import decode_batches
 
     qa = [(i, q) for i, r in enumerate(ctx.records) for q in r["vqa"]]
     questions, answers = [q["question"] for _, q in qa], [q["answer"] for _, q in qa]
     types = [q["type"] for _, q in qa]
-    out = decode_batches(ctx.pipe.model, ctx.image_ids[[i for i, _ in qa]], questions,
+    rows = torch.tensor([i for i, _ in qa])
+    features = None if ctx.features is None else \
+        {k: f.index_select(0, rows) for k, f in ctx.features.items()}
+    out = decode_batches(ctx.pipe.model, ctx.image_ids[rows], questions, features=features,
                          builder=ctx.pipe.builder, batch_size=batch_size, max_new_tokens=12)
     table = majority_answers(ctx.train)
     return {"n_questions": len(qa), "model": vqa_scores(out.texts, answers, types),
@@ -239,7 +257,7 @@ def evaluate_captions(ctx: EvalContext, batch_size: int = 64) -> dict:
 
     n = len(ctx.records)
     out = decode_batches(ctx.pipe.model, ctx.image_ids, [CAPTION_QUESTION] * n,
-                         builder=ctx.pipe.builder, batch_size=batch_size)
+                         features=ctx.features, builder=ctx.pipe.builder, batch_size=batch_size)
     truth = [sayable(r["attributes"]) for r in ctx.records]
     references = [ctx.budget(r["caption"]) for r in ctx.records]
     baseline = frequent_attributes([ctx.budget(r["caption"]) for r in ctx.train])
@@ -320,7 +338,8 @@ def evaluate(profile="quick", *, pipeline=None, data_path=None, oracle=None,
     records = load_split(path, split)[:n]
     codes = load_or_encode_codes(pipe.image_tokenizer, path, split)[:len(records)]
     ctx = EvalContext(pipe, path, split, records, pipe.model.vocab.image_ids(codes),
-                      load_split(path, "train"))
+                      load_split(path, "train"),
+                      eval_features(profile, pipe.model.config, split, len(records), path))
     results = {"config": {"profile": profile.name, "split": split, "n_images": len(records),
                           "steps": steps, "guidance": guidance, "sampler": sampler,
                           "seed": seed},

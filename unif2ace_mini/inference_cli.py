@@ -140,6 +140,20 @@ def load_image(path, image_size: int):
     return images_from_uint8(pixels[None])
 
 
+def image_features(profile, model_config, images) -> dict | None:
+    """Encoder features of `images` when the model reads any (a sequence-level MoE with CLIP /
+    face experts: the profile's encoders, trained first if missing), else None."""
+    from .model.moe_config import feature_kinds
+
+    kinds = feature_kinds(model_config)
+    if not kinds:
+        return None
+    from .encoders import load_feature_extractors
+
+    extractors = load_feature_extractors(profile)
+    return {k: extractors[k](images).cpu() for k in kinds}
+
+
 def run_answer(args) -> int:
     from . import profiles
     from .generate import load_pipeline
@@ -152,7 +166,8 @@ def run_answer(args) -> int:
     pipe = load_pipeline(profile, announce=_announce)
     kw = dict(image_tokenizer=pipe.image_tokenizer, builder=pipe.builder,
               decoding=args.decoding, top_k=args.top_k, temperature=args.temperature,
-              seed=args.seed, max_new_tokens=args.max_new_tokens)
+              seed=args.seed, max_new_tokens=args.max_new_tokens,
+              features=image_features(profile, pipe.model.config, image))
     if args.caption:
         text = caption(pipe.model, image, **kw)[0]
     else:

@@ -112,6 +112,8 @@ def decode(model, prompt_ids: Tensor, *, tokenizer, max_new_tokens: int | None =
                          f"{top_k}, {temperature}")
     vocab, device = model.vocab, next(model.parameters()).device
     prompt_ids = prompt_ids.to(device)
+    if features is not None:
+        features = {k: f.to(device) for k, f in features.items()}
     room = model.config.max_len - int((prompt_ids != vocab.pad_id).sum(-1).max())
     if room < 1:
         raise ValueError(f"the prompt fills all {model.config.max_len} positions of the model: "
@@ -161,15 +163,24 @@ def decode_batches(model, image_ids: Tensor, questions: list[str], *, builder: S
                    batch_size: int = 128, **kw) -> Decoded:
     """`decode` over (image ids (B, N), questions) in batches of `batch_size`, merged.
 
-    Top-k draws use seed + the batch index, so they do not depend on the other batches."""
+    features: None or {name: (B, N_f, D_f)}, one row per image (a sequence-level MoE's encoder
+    features), cut into the same batches. Top-k draws use seed + the batch index, so they do not
+    depend on the other batches."""
     if len(questions) == 0:
         raise ValueError("no images to caption / answer about")
     parts = []
     seed = kw.pop("seed", 0)
+    features = kw.pop("features", None)
+    if features is not None and any(len(f) != len(questions) for f in features.values()):
+        raise ValueError(f"features need one row per image ({len(questions)}), got "
+                         f"{ {k: tuple(f.shape) for k, f in features.items()} }")
     for i, start in enumerate(range(0, len(questions), batch_size)):
         prompt = builder.mmu_prompt_batch(image_ids[start:start + batch_size],
                                           questions[start:start + batch_size])
-        parts.append(decode(model, prompt, tokenizer=builder.tokenizer, seed=seed + i, **kw))
+        feats = None if features is None else \
+            {k: f[start:start + batch_size] for k, f in features.items()}
+        parts.append(decode(model, prompt, tokenizer=builder.tokenizer, seed=seed + i,
+                            features=feats, **kw))
     return Decoded([t for p in parts for t in p.texts], [t for p in parts for t in p.tokens],
                    [f for p in parts for f in p.finished], sum(p.forward_passes for p in parts),
                    max(p.new_tokens for p in parts), sum(p.seconds for p in parts))

@@ -14,9 +14,14 @@ from .. import runtime
 from .config import ModelConfig
 from .transformer import UniFace
 
-# TrainConfig fields that do not change the trained weights' recipe (time limit aside: a run cut
-# short by the time limit is cached as it is).
+# TrainConfig fields that do not change the trained weights' recipe.
 _NOT_RECIPE = ("max_seconds", "checkpoint_every", "log_every")
+
+
+def _cut_short(summary: dict, train_config) -> bool:
+    """A cached run the time limit stopped before max_steps: the next call resumes it, so the
+    cache always ends up holding the recipe's full run, whatever the machine's speed."""
+    return summary.get("stop_reason") == "time" and summary["step"] < train_config.max_steps
 
 
 def model_cache_dir(profile_name: str, model_config: ModelConfig, train_config, data_key: str,
@@ -34,6 +39,7 @@ def load_or_train_model(profile, model_config: ModelConfig | None = None, train_
     """(model, training log) for a profile: the EMA weights when the recipe keeps an EMA."""
     from .. import profiles
     from ..training import get_train_config, load_training_data, read_log, train
+    from ..training.data import with_model_features
     from ..training.loop import LOG_NAME, SUMMARY_NAME
     from .config import get_model_config
 
@@ -41,11 +47,14 @@ def load_or_train_model(profile, model_config: ModelConfig | None = None, train_
     data = data or load_training_data(profile)
     mc = model_config or get_model_config(profile)
     mc = mc if mc.vocab_size is not None else mc.for_vocab(data.vocab)
+    data = with_model_features(data, profile, mc)  # sequence MoE: the features are in data.key
     tc = train_config or get_train_config(profile)
     out = model_cache_dir(profile.name, mc, tc, data.key, root)
-    if (out / SUMMARY_NAME).is_file():
+    summary_file = out / SUMMARY_NAME
+    if summary_file.is_file() and not _cut_short(json.loads(summary_file.read_text()), tc):
         weights = out / "model_ema" if (out / "model_ema").is_dir() else out / "model"
         return UniFace.from_pretrained(weights, config=mc).eval(), read_log(out / LOG_NAME)
+    # no run yet, an interrupted one, or one the time limit cut short: train / resume exactly
     result = train(profile, out_dir=out, resume=True, model_config=mc, train_config=tc,
                    data=data, progress=progress)
     return result.best_model, result.history

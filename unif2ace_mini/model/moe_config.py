@@ -150,6 +150,16 @@ class SequenceMoEConfig:
         return dataclasses.replace(self, **changes)
 
 
+def feature_kinds(model_config) -> tuple[str, ...]:
+    """The encoder features ("clip", "face") a model with this ModelConfig reads: those of the
+    sequence-level MoE's experts, () for a dense / token-MoE model (no encoder needed)."""
+    if getattr(model_config, "sequence", "identity") != "sequence_moe":
+        return ()
+    seq = getattr(model_config, "seq_moe", None) or SequenceMoEConfig()
+    used = {kind for group in seq.groups for kind in group}
+    return tuple(kind for kind in FEATURE_KINDS if kind in used)
+
+
 # Per-profile choices; the lead wires them into the model config. Feature widths follow
 # encoders/config.py: clip_dim = ClipConfig.vision_width (the extractor returns patch tokens),
 # face_dim = FaceEncoderConfig.embedding_dim; paper: CLIP ViT-L/14 (1024) and ArcFace r50 (512).

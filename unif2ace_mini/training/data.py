@@ -4,10 +4,19 @@ tokenizer and the joint vocabulary, and a deterministic stream of mixed t2i / mm
 Batches are a pure function of (seed, step): the t2i and the mmu rows each walk through their
 own seeded permutation of the records, epoch after epoch. Resuming at step s therefore needs no
 sampler state to reproduce the data order of an uninterrupted run.
+
+Encoder features (sequence-level MoE only). A model whose sequence slot has CLIP / face experts
+reads features of each mmu row's image. `with_model_features(data, profile, model_config)`
+attaches them once per split (encoders.extract_features: trained and extracted once, cached);
+for dense / token-MoE models it returns the data untouched, so those never touch an encoder.
+Batches then carry batch["features"] = {"clip": (B, N_f, D_f), "face": (B, 1, D_f)}: the
+record's features on mmu rows and zeros on t2i rows (no input image; the experts act as copy).
+They are rows of a fixed table indexed like the records, so batches stay a function of the step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -18,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .. import runtime
+from ..model.moe_config import SequenceMoEConfig, feature_kinds
 from ..model.sequences import SequenceBuilder, UniFaceDataset, collate
 from ..model.tasks import MMU, T2I
 
@@ -29,10 +39,56 @@ class TrainingData:
     text_tokenizer: object         # transformers tokenizer with Show-o's special tokens
     vocab: object                  # tokenizers.Vocabulary
     key: str                       # identifies the data + tokenizers, for caches and resume
+    split: str = "train"           # the SynthFaces split the records come from
+    # encoder features per record {"clip": (N, N_f, D), "face": (N, 1, D)} (float16, as cached),
+    # only for models with a sequence-level MoE; see with_features / with_model_features
+    features: dict[str, Tensor] | None = None
 
     @property
     def n_image_tokens(self) -> int:
         return self.image_codes.shape[1]
+
+    def with_features(self, features: dict[str, Tensor]) -> "TrainingData":
+        """This data with per-record encoder features; the key then names the features too
+        (another encoder is another run: no resume across it, another model-cache entry)."""
+        if not isinstance(features, dict) or not features:
+            raise ValueError("features must be a non-empty dict of name -> (N, N_f, D) tensors")
+        for name, f in features.items():
+            if not isinstance(f, Tensor) or f.dim() != 3 or len(f) != len(self.records) \
+                    or not f.is_floating_point():
+                raise ValueError(f"features[{name!r}] must be a float ({len(self.records)}, N_f, "
+                                 f"D) tensor (one row per record), got "
+                                 f"{tuple(getattr(f, 'shape', ()))}")
+        features = {k: v.detach().cpu().half() for k, v in sorted(features.items())}
+        base = self.key.split("-features-")[0]
+        return dataclasses.replace(self, features=features,
+                                   key=f"{base}-features-{tensor_digest(features)}")
+
+
+def with_model_features(data: TrainingData, profile, model_config) -> TrainingData:
+    """`data` with the encoder features `model_config` reads (model_config.sequence ==
+    "sequence_moe" with CLIP / face experts), extracted once per split and cached; otherwise
+    `data` itself (dense and token-MoE models never load or train an encoder)."""
+    kinds = feature_kinds(model_config)
+    if not kinds:
+        return data
+    if data.features is None:
+        from ..encoders import extract_features
+
+        features = extract_features(profile, data.split)
+        data = data.with_features({k: features[k] for k in kinds})
+    missing = set(kinds) - set(data.features)
+    if missing:
+        raise ValueError(f"the model reads features {sorted(missing)} that the training data "
+                         f"lacks (it has {sorted(data.features)})")
+    seq = model_config.seq_moe or SequenceMoEConfig()
+    for kind in kinds:
+        if data.features[kind].shape[-1] != seq.feature_dim(kind):
+            raise ValueError(f"the {kind} features are {data.features[kind].shape[-1]}-d but the "
+                             f"model's SequenceMoEConfig has {kind}_dim={seq.feature_dim(kind)}; "
+                             f"use moe_config.SEQUENCE_MOE_CONFIGS[profile] (its widths follow "
+                             f"the profile's encoders)")
+    return data
 
 
 def tensor_digest(tensors: dict[str, Tensor]) -> str:
@@ -75,7 +131,8 @@ def load_training_data(profile, split: str = "train") -> TrainingData:
                  hashlib.sha256(json.dumps(text_tok.get_vocab(), sort_keys=True).encode())
                  .hexdigest()[:10]]
     return TrainingData(load_split(path, split), codes, text_tok,
-                        Vocabulary.from_tokenizers(text_tok, image_tok), "-".join(key_parts))
+                        Vocabulary.from_tokenizers(text_tok, image_tok), "-".join(key_parts),
+                        split)
 
 
 class IndexStream:
@@ -113,9 +170,18 @@ class BatchStream:
         self.n_mmu = batch_size - self.n_t2i
         n = len(data.records)
         self.streams = {T2I: IndexStream(n, seed * 2 + 1), MMU: IndexStream(n, seed * 2 + 2)}
+        self.features = data.features
 
-    def batch(self, step: int, rank: int = 0, world: int = 1) -> dict[str, Tensor]:
-        """The rows of global batch `step` that process `rank` of `world` trains on."""
+    def batch(self, step: int, rank: int = 0, world: int = 1) -> dict:
+        """The rows of global batch `step` that process `rank` of `world` trains on; with
+        features, batch["features"] holds each mmu row's and zeros on t2i rows."""
         rows = [(T2I, r, e) for r, e in self.streams[T2I].take(step * self.n_t2i, self.n_t2i)]
         rows += [(MMU, r, e) for r, e in self.streams[MMU].take(step * self.n_mmu, self.n_mmu)]
-        return collate([self.dataset.example(r, task, e) for task, r, e in rows[rank::world]])
+        rows = rows[rank::world]
+        batch = collate([self.dataset.example(r, task, e) for task, r, e in rows])
+        if self.features is not None:
+            index = torch.tensor([r for _, r, _ in rows])
+            has_image = (batch["task"] == MMU).float()[:, None, None]            # (B, 1, 1)
+            batch["features"] = {k: v.index_select(0, index).float() * has_image
+                                 for k, v in self.features.items()}
+        return batch

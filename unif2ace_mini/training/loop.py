@@ -3,7 +3,8 @@
 One optimizer step:
     batch       n_t2i t2i rows and n_mmu mmu rows (data.BatchStream, a pure function of the step)
     t2i rows    t ~ U(0,1) per row (stratified), x_t = forward_mask(x0 = the image tokens)
-    forward     one pass over the mixed batch; the omni-attention mask follows from the ids
+    forward     one pass over the mixed batch; the omni-attention mask follows from the ids;
+                a sequence-level MoE also gets the batch's encoder features (data.py)
     loss        loss_t2i * D3Diff(image logits) + loss_mmu * CE(answer logits)
                 + loss_aux * the MoE balance losses; the CE averages within each answer, then
                 over rows (`text_loss`), and logits are computed only where a loss reads them
@@ -32,7 +33,7 @@ from ..model.sequences import IGNORE
 from ..model.tasks import MMU, T2I
 from ..model.transformer import UniFace
 from .config import TrainConfig
-from .data import BatchStream, TrainingData
+from .data import BatchStream, TrainingData, with_model_features
 from .state import (CHECKPOINT_NAME, EMA, DeferredInterrupt, WarmupCosine, load_checkpoint,
                     optimizer_from_tensors, prefixed, restore_rng, save_checkpoint)
 
@@ -64,7 +65,10 @@ def joint_loss(model, batch: dict[str, Tensor], config: TrainConfig, generator: 
     device = device or input_ids.device
     # logits only where a loss reads them, in row-major order: image rows, then answers
     wanted = image | text
-    out = model(input_ids.to(device), logits_mask=wanted.to(device))
+    # encoder features for a sequence-level MoE (data.BatchStream: mmu rows' own, t2i rows zero)
+    kw = {"features": {k: v.to(device) for k, v in batch["features"].items()}} \
+        if batch.get("features") is not None else {}
+    out = model(input_ids.to(device), logits_mask=wanted.to(device), **kw)
     logits = out.logits.float()                                               # (N, V)
     picked_image = image[wanted].nonzero().squeeze(1).to(device)
     picked_text = text[wanted].nonzero().squeeze(1).to(device)
@@ -161,6 +165,7 @@ def train(profile="quick", out_dir=None, resume: bool = False, max_steps: int | 
     data = data or load_training_data(profile)
     mc = model_config or get_model_config(profile)
     mc = mc if mc.vocab_size is not None else mc.for_vocab(data.vocab)
+    data = with_model_features(data, profile, mc)     # sequence MoE: CLIP / face features
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / profile.name / "train"
     ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
 
