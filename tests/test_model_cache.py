@@ -28,3 +28,25 @@ def test_trains_once_then_loads(tmp_path):
     assert key(mc, tc, "a") != key(mc, tc.replace(max_steps=2), "a") != key(mc, tc, "b")
     assert key(mc, tc, "a") == key(mc, tc.replace(max_seconds=1.0), "a")
     assert key(mc, tc, "a") != key(mc.replace(ffn="token_moe"), tc, "a")
+
+
+def test_a_run_cut_short_by_the_time_limit_is_resumed_to_the_full_recipe(tmp_path):
+    caption = "A face. Blue eyes and a hat."
+    tok = train_text_tokenizer([caption, "Is the person happy? yes no"] * 3, vocab_size=290)
+    records = [{"caption": caption, "vqa": [{"question": "Is the person happy?", "answer": "yes"}]}
+               ] * 4
+    data = TrainingData(records, torch.arange(16).view(4, 4), tok,
+                        Vocabulary.from_tokenizers(tok, 16), "cache-test")
+    mc = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, max_len=40)
+    tc = TrainConfig(batch_size=4, max_steps=4, warmup_steps=1, checkpoint_every=1)
+    _, short = load_or_train_model("quick", mc, tc.replace(max_seconds=0.0), data=data,
+                                   root=tmp_path / "cut", progress=False)
+    assert len(short) < 4                                   # the time limit stopped it
+    model, log = load_or_train_model("quick", mc, tc, data=data, root=tmp_path / "cut",
+                                     progress=False)
+    straight, log_straight = load_or_train_model("quick", mc, tc, data=data,
+                                                 root=tmp_path / "straight", progress=False)
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert [r["loss"] for r in log] == [r["loss"] for r in log_straight]
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
