@@ -181,3 +181,26 @@ def test_image_token_bits_of_a_uniform_model_is_log2_of_the_real_tokens(parts):
                             batch_size=2)
     assert bits == pytest.approx(np.log2(model.vocab.size - 1))       # MASK excluded
     assert 0 < image_token_bits(model, builder, [CAPTION] * 3, ids) < 20
+
+
+def test_ancestral_row_caching_skips_unchanged_rows_and_keeps_the_samples(parts):
+    from unif2ace_mini.diffusion import ancestral_sample
+
+    model, _, builder = parts
+    prompts = [CAPTION, None, "A face with a green background."]
+
+    def sample(cache):
+        net = ImageDenoiser(model, builder, prompts, guidance=1.0)
+        out = ancestral_sample(net, 3, 16, 16, num_steps=40, cache=cache,
+                               generator=torch.Generator().manual_seed(0))
+        return out.tokens, net.rows
+    cached, cached_rows = sample(True)
+    plain, plain_rows = sample(False)
+    assert torch.equal(cached, plain)               # skipped rows had not changed
+    assert plain_rows == 2 * 3 * 40 and cached_rows < plain_rows
+    net = ImageDenoiser(model, builder, prompts, guidance=1.0)
+    xt = torch.full((2, 16), 16)
+    with pytest.raises(ValueError, match="2 rows but 3 prompts"):
+        net(xt)
+    rows = torch.tensor([True, False, True])
+    torch.testing.assert_close(net(xt, rows=rows), net(torch.full((3, 16), 16))[rows])

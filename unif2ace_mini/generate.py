@@ -129,7 +129,10 @@ def check_parts(model, image_tokenizer, builder: SequenceBuilder) -> None:
 class ImageDenoiser:
     """x_t in code space (B, N), MASK = K -> guided logits (B, N, K + 1) for a batch of prompts.
 
-    Counts forward passes (`calls`) and rows, guided rows counting twice."""
+    Counts forward passes (`calls`) and rows, guided rows counting twice. `rows` (a bool mask
+    or index over the prompts) evaluates a subset, so samplers may skip unchanged rows."""
+
+    takes_rows = True
 
     def __init__(self, model, builder: SequenceBuilder, captions: list[str | None],
                  guidance: float = 0.0, temperature: float = 1.0):
@@ -146,17 +149,19 @@ class ImageDenoiser:
         return self.model(ids).logits[:, self.columns, self.offset:].float()   # (b, N, K + 1)
 
     @torch.no_grad()
-    def __call__(self, xt: Tensor) -> Tensor:
-        if xt.shape[0] != self.cond.shape[0]:
-            raise ValueError(f"the denoiser holds {self.cond.shape[0]} prompts, got x_t for "
-                             f"{xt.shape[0]} rows (row-subset caching is not supported)")
+    def __call__(self, xt: Tensor, rows: Tensor | None = None) -> Tensor:
+        cond = self.cond if rows is None else self.cond[rows]
+        if xt.shape[0] != cond.shape[0]:
+            raise ValueError(f"x_t has {xt.shape[0]} rows but {cond.shape[0]} prompts are "
+                             f"selected (of {self.cond.shape[0]})")
         factor = 2 if self.guidance else 1
         self.calls += factor
         self.rows += factor * xt.shape[0]
         if not self.guidance:
-            logits = self.logits(self.cond, xt)
+            logits = self.logits(cond, xt)
         else:   # cond and uncond rows in one pass
-            both = self.logits(torch.cat([self.cond, self.uncond]), torch.cat([xt, xt]))
+            uncond = self.uncond if rows is None else self.uncond[rows]
+            both = self.logits(torch.cat([cond, uncond]), torch.cat([xt, xt]))
             cond, uncond = both.chunk(2)
             logits = (1 + self.guidance) * cond - self.guidance * uncond
         return logits / self.temperature
@@ -186,8 +191,8 @@ def generate(model, prompts, *, image_tokenizer, builder: SequenceBuilder,
     batch_size           prompts per sampler run (the results depend on it: one generator
                          runs through the batches in order);
     decode               False skips the image tokenizer's decoder (codes only; images empty).
-    With sampler="ancestral", RADD's row caching is off: the denoiser cannot tell which prompt
-    a subset of rows belongs to (one call per step instead)."""
+    With sampler="ancestral", a row is re-evaluated only after one of its tokens changed (RADD's
+    caching), so `calls_per_sample` can be below `steps` (x2 with guidance)."""
     _check_settings(steps, guidance, sampler, temperature)
     check_parts(model, image_tokenizer, builder)
     captions = prompt_captions(prompts, seed)
@@ -208,7 +213,7 @@ def generate(model, prompts, *, image_tokenizer, builder: SequenceBuilder,
                                         choice_temperature, generator=generator, device=device)
             else:
                 result = ancestral_sample(net, len(chunk), n_tokens, n_codes, steps,
-                                          generator=generator, cache=False, device=device)
+                                          generator=generator, device=device)
             tokens.append(result.tokens)                                    # (b, N) codes
             calls, rows = calls + net.calls, rows + net.rows
     finally:

@@ -98,7 +98,9 @@ def maskgit_sample(denoiser: Denoiser, batch_size: int, length: int, mask_id: in
 class _CachedDenoiser:
     """Re-evaluates only the rows whose input changed (RADD's caching); counts calls and rows.
 
-    Keeps log p_theta (the mask column dropped) and the raw logits of the last evaluation."""
+    Keeps log p_theta (the mask column dropped) and the raw logits of the last evaluation.
+    A denoiser whose rows are not interchangeable (each row has its own prompt) sets
+    `takes_rows = True` and is called as denoiser(x_t[stale], rows=stale)."""
 
     def __init__(self, denoiser: Denoiser, mask_id: int):
         self.denoiser, self.mask_id = denoiser, mask_id
@@ -109,7 +111,10 @@ class _CachedDenoiser:
         if self.logits is None:
             stale = torch.ones_like(stale)
         if stale.any():
-            fresh = self.denoiser(xt[stale]).double()                       # (b, L, V)
+            if getattr(self.denoiser, "takes_rows", False):
+                fresh = self.denoiser(xt[stale], rows=stale).double()       # (b, L, V)
+            else:
+                fresh = self.denoiser(xt[stale]).double()
             fresh_log_p = denoiser_log_probs(fresh, self.mask_id)
             if self.logits is None:
                 self.logits, self.log_p = fresh, fresh_log_p
