@@ -9,6 +9,12 @@ Slots (see slots.py and the contract in DESIGN §8):
     sequence  "identity"  nothing (a plain transformer)      | "sequence_moe"  grouped sequence MoE
 `moe` / `seq_moe` hold the MoE settings (moe_config.TokenMoEConfig / SequenceMoEConfig); None
 means that class's defaults when the slot is a MoE.
+
+image_embed_init: "normal" draws the image-code rows of the embedding (and of an untied output
+layer) from N(0, init_std) like every other row. "codebook:<profile>" starts them from that
+profile's image tokenizer codebook (K, D) through a fixed orthonormal projection to d_model,
+rescaled to init_std: codes that look alike start alike, instead of 512 unrelated vectors the
+model must sort out from scratch (transformer.codebook_embedding).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 POSITIONS = ("rope", "learned")
 FFN_SLOTS = ("dense", "token_moe")
 SEQUENCE_SLOTS = ("identity", "sequence_moe")
+IMAGE_EMBED_CODEBOOK = "codebook:"
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class ModelConfig:
     tie_embeddings: bool = False    # share the input embedding with the output layer
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    image_embed_init: str = "normal"   # "normal" | "codebook:<profile>" (see below)
 
     def __post_init__(self):
         if self.vocab_size is not None and self.vocab_size < 2:
@@ -61,6 +69,18 @@ class ModelConfig:
                              f"{SEQUENCE_SLOTS}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.image_embed_init != "normal" and not (
+                self.image_embed_init.startswith(IMAGE_EMBED_CODEBOOK)
+                and len(self.image_embed_init) > len(IMAGE_EMBED_CODEBOOK)):
+            raise ValueError(f"image_embed_init must be 'normal' or '{IMAGE_EMBED_CODEBOOK}"
+                             f"<profile>', got {self.image_embed_init!r}")
+
+    @property
+    def codebook_profile(self) -> str | None:
+        """The profile whose image tokenizer's codebook initialises the image-code rows."""
+        if self.image_embed_init.startswith(IMAGE_EMBED_CODEBOOK):
+            return self.image_embed_init[len(IMAGE_EMBED_CODEBOOK):]
+        return None
 
     @property
     def head_dim(self) -> int:
@@ -76,6 +96,9 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)     # nested MoE configs become dicts
+        for name, default in _OMIT_WHEN_DEFAULT.items():
+            if d[name] == default:       # fields added later: configs (and the model cache's
+                del d[name]              # keys) from before them stay byte-identical
         return d
 
     @classmethod
@@ -95,8 +118,11 @@ class ModelConfig:
 
     def differences(self, other: "ModelConfig") -> dict[str, tuple]:
         """{field: (self's value, other's value)} where the two configs differ."""
-        a, b = self.to_dict(), other.to_dict()
-        return {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
+        a, b = dataclasses.asdict(self), dataclasses.asdict(other)
+        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+_OMIT_WHEN_DEFAULT = {"image_embed_init": "normal"}
 
 
 def _from_dict(cls, d: dict):

@@ -96,7 +96,10 @@ class Block(nn.Module):
 class UniFace(nn.Module):
     """The unified understanding + generation transformer over one Vocabulary."""
 
-    def __init__(self, config: ModelConfig, vocab: Vocabulary):
+    def __init__(self, config: ModelConfig, vocab: Vocabulary,
+                 image_codebook: Tensor | None = None):
+        """image_codebook (K, D): the codebook for config.image_embed_init "codebook:<profile>";
+        None loads that profile's image tokenizer from the artifact cache."""
         super().__init__()
         if config.vocab_size is None:
             config = config.for_vocab(vocab)
@@ -114,6 +117,9 @@ class UniFace(nn.Module):
         self.norm = nn.LayerNorm(config.d_model, eps=config.norm_eps)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self._init_weights()
+        if config.codebook_profile is not None:
+            self._init_image_rows(image_codebook if image_codebook is not None
+                                  else profile_codebook(config.codebook_profile))
         if config.tie_embeddings:
             self.head.weight = self.embed.weight
 
@@ -135,6 +141,19 @@ class UniFace(nn.Module):
             for linear, s in linears:
                 nn.init.normal_(linear.weight, std=s)
                 nn.init.zeros_(linear.bias)
+
+    @torch.no_grad()
+    def _init_image_rows(self, codebook: Tensor) -> None:
+        """Image-code rows of the embedding and of the output layer := codebook_embedding."""
+        vocab = self.vocab
+        if codebook.dim() != 2 or codebook.shape[0] != vocab.n_image_codes:
+            raise ValueError(f"image_embed_init {self.config.image_embed_init!r}: the codebook "
+                             f"has shape {tuple(codebook.shape)}, the vocabulary "
+                             f"{vocab.n_image_codes} image codes")
+        rows = codebook_embedding(codebook, self.config.d_model, self.config.init_std)
+        image = slice(vocab.image_offset, vocab.image_offset + vocab.n_image_codes)
+        self.embed.weight[image] = rows
+        self.head.weight[image] = rows
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -280,9 +299,33 @@ class UniFace(nn.Module):
         if meta.get("uniface", {}).get("model_config") != desc["model_config"]:
             raise ValueError(f"{directory}: {WEIGHTS_NAME} and {CONFIG_NAME} describe different "
                              f"models (mixed-up files?)")
-        model = cls(saved_config, saved_vocab)
+        # every weight is loaded next: skip the codebook lookup of image_embed_init
+        model = cls(saved_config.replace(image_embed_init="normal"), saved_vocab)
+        model.config = saved_config
         load_state(model, tensors, str(directory / WEIGHTS_NAME))
         return model.to(device)
+
+
+def codebook_embedding(codebook: Tensor, d_model: int, std: float, seed: int = 0) -> Tensor:
+    """(K, D) codebook vectors -> (K, d_model) embedding rows: centred, through a fixed (seeded)
+    orthonormal map R^D -> R^d_model (D <= d_model: distances between codes are kept up to one
+    scale), then scaled to the overall std `std` of the normal init."""
+    cb = codebook.detach().float().cpu()
+    if cb.shape[1] > d_model:
+        raise ValueError(f"codebook vectors have {cb.shape[1]} dims, more than d_model {d_model}")
+    cb = cb - cb.mean(0)
+    g = torch.Generator().manual_seed(seed)
+    q = torch.linalg.qr(torch.randn(d_model, cb.shape[1], generator=g))[0]     # (d, D) orthonormal
+    rows = cb @ q.T                                                            # (K, d)
+    return rows * (std / rows.std().clamp(min=1e-12))
+
+
+def profile_codebook(profile: str) -> Tensor:
+    """The (K, D) codebook of a profile's image tokenizer (from the cache; trained if missing)."""
+    from ..tokenizers.cache import load_or_train_image_tokenizer
+
+    tokenizer, _ = load_or_train_image_tokenizer(profile)
+    return tokenizer.codebook.detach().float().cpu()
 
 
 def read_description(directory) -> dict:
