@@ -98,3 +98,14 @@ def test_encoders_train_once_then_load_with_identical_features(tiny):
     extractors = load_feature_extractors(PROFILE, CLIP, FACE, path, root)
     images = load_tensors(path, "validation")["images"][:4]
     assert torch.allclose(extractors["face"](images), feats["face"][:4], atol=2e-3)
+
+
+def test_extract_features_trains_missing_encoders_first(tiny, tmp_path):
+    """From an empty cache, extract_features trains both encoders (with gradients) and then
+    extracts: the MoE training and a notebook on a fresh machine start here."""
+    path, _ = tiny
+    feats = extract_features(PROFILE, "validation", CLIP, FACE, path, tmp_path)
+    assert feats["clip"].shape == (16, 1 + 16, 32) and feats["face"].shape == (16, 1, 16)
+    _, clip_report = load_or_train_clip(PROFILE, CLIP, path, tmp_path)       # now cached
+    assert clip_report["history"]["steps"] == 4
+    assert clip_report["history"]["stop_reason"] == "steps"

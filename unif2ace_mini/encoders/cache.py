@@ -248,7 +248,6 @@ def features_path(profile, split: str, clip: ClipConfig | None = None,
     return _base(root, "encoders") / f"features-{split}-{_digest(models)}.safetensors"
 
 
-@torch.no_grad()
 def extract_features(profile, split: str, clip: ClipConfig | None = None,
                      face: FaceEncoderConfig | None = None, data_path=None, root=None,
                      batch_size: int = 256, progress: bool | None = None
@@ -256,6 +255,8 @@ def extract_features(profile, split: str, clip: ClipConfig | None = None,
     """{"clip": (N, n_tokens, D), "face": (N, 1, D)} float32 for every image of `split`, cached.
 
     Rows follow the split's order (load_tensors / load_split), so row i belongs to record i.
+    Trains the encoders first if they are not cached (with gradients: only the extraction below
+    runs under no_grad).
     """
     profile = profiles.get_profile(profile)
     file = features_path(profile, split, clip, face, root)
@@ -266,10 +267,11 @@ def extract_features(profile, split: str, clip: ClipConfig | None = None,
     images = load_tensors(path, split)["images"]                                # (N, 3, H, W)
     extractors = load_feature_extractors(profile, clip, face, path, root, progress)
     out = {}
-    for name, extractor in extractors.items():
-        parts = [extractor(images[i:i + batch_size]).cpu()
-                 for i in range(0, len(images), batch_size)]
-        out[name] = torch.cat(parts).half()
+    with torch.no_grad():
+        for name, extractor in extractors.items():
+            parts = [extractor(images[i:i + batch_size]).cpu()
+                     for i in range(0, len(images), batch_size)]
+            out[name] = torch.cat(parts).half()
     runtime.save_safetensors(out, file, {"split": split, "n": len(images),
                                          "dims": {k: list(v.shape[1:]) for k, v in out.items()}})
     return {k: v.float() for k, v in out.items()}

@@ -116,12 +116,14 @@ def encode_images(model: CLIPModel, images: torch.Tensor, batch_size: int = 256)
 
 def train_clip(model: CLIPModel, tokenizer, data: dict, cfg: ClipConfig, data_cfg,
                progress: bool | None = None) -> dict:
-    """Contrastive (symmetric InfoNCE) training until cfg.max_steps or cfg.max_seconds.
+    """Contrastive (symmetric InfoNCE) training for cfg.max_steps steps.
 
     data: images uint8 (N,3,H,W), labels (N,G), captions (N,) str or None (see CaptionSampler).
-    The learning rate follows warmup + cosine over whichever budget runs out first, so a slow
-    machine still ends on a small learning rate. Returns the history (loss, lr, accuracy of
-    in-batch image->text matching, steps, seconds, img_per_s).
+    The learning rate follows warmup + cosine over the steps, so the result depends on the
+    seed and the config, not on the machine's speed. cfg.max_seconds is only a safety net: a run
+    that hits it stops early (history["stop_reason"] = "time", not at the end of its schedule).
+    Returns the history (loss, lr, accuracy of in-batch image->text matching, steps,
+    stop_reason, seconds, img_per_s).
     """
     device = next(model.parameters()).device
     images = data["images"]
@@ -137,14 +139,15 @@ def train_clip(model: CLIPModel, tokenizer, data: dict, cfg: ClipConfig, data_cf
                             betas=(0.9, 0.98), eps=1e-6)
     history = {"step": [], "loss": [], "lr": [], "batch_acc": []}
     batch = min(cfg.batch_size, len(images))
-    start, step = time.perf_counter(), 0
+    start, step, stop_reason = time.perf_counter(), 0, "steps"
     bar = tqdm(total=cfg.max_steps, desc="CLIP",
                disable=runtime.progress_disabled() or progress is False)
     model.train()
     while step < cfg.max_steps:
-        done = max(step / cfg.max_steps, (time.perf_counter() - start) / max(cfg.max_seconds, 1e-9))
-        if done >= 1:
+        if time.perf_counter() - start >= cfg.max_seconds:   # safety net only (see config.py)
+            stop_reason = "time"
             break
+        done = step / cfg.max_steps
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * done))
         for group in opt.param_groups:
             group["lr"] = lr
@@ -170,6 +173,7 @@ def train_clip(model: CLIPModel, tokenizer, data: dict, cfg: ClipConfig, data_cf
     bar.close()
     model.eval()
     seconds = time.perf_counter() - start
-    history |= {"steps": step, "seconds": seconds, "img_per_s": step * batch / max(seconds, 1e-9),
+    history |= {"steps": step, "stop_reason": stop_reason, "seconds": seconds,
+                "img_per_s": step * batch / max(seconds, 1e-9),
                 "batch_size": batch, "n_images": len(images)}
     return history

@@ -144,10 +144,11 @@ def build_face_encoder(cfg: FaceEncoderConfig) -> IResNet:
 
 def train_face_encoder(backbone: IResNet, data: dict, cfg: FaceEncoderConfig,
                        progress: bool | None = None) -> dict:
-    """ArcFace training on data = {images uint8 (N,3,H,W), classes (N,)} until max_steps or
-    max_seconds; the head is thrown away afterwards (only the backbone embeds faces).
+    """ArcFace training on data = {images uint8 (N,3,H,W), classes (N,)} for cfg.max_steps
+    steps (cfg.max_seconds is only a safety net, as in clip.train_clip); the head is thrown away
+    afterwards (only the backbone embeds faces).
 
-    The margin ramps up from 0 over the first `margin_warmup` of the budget: a randomly
+    The margin ramps up from 0 over the first `margin_warmup` of the steps: a randomly
     initialised tiny network facing a 0.5 rad margin on hundreds of classes at once never leaves
     the starting plateau (measured: loss rising from 11 to 21, accuracy 0, on the quick profile).
     """
@@ -161,14 +162,15 @@ def train_face_encoder(backbone: IResNet, data: dict, cfg: FaceEncoderConfig,
     history = {"step": [], "loss": [], "lr": [], "margin": [], "batch_acc": []}
     batch = min(cfg.batch_size, len(images))
     backbone.to(memory_format=torch.channels_last)   # measured ~20% faster convs on CPU
-    start, step = time.perf_counter(), 0
+    start, step, stop_reason = time.perf_counter(), 0, "steps"
     bar = tqdm(total=cfg.max_steps, desc="ArcFace",
                disable=runtime.progress_disabled() or progress is False)
     backbone.train()
     while step < cfg.max_steps:
-        done = max(step / cfg.max_steps, (time.perf_counter() - start) / max(cfg.max_seconds, 1e-9))
-        if done >= 1:
+        if time.perf_counter() - start >= cfg.max_seconds:   # safety net only (see config.py)
+            stop_reason = "time"
             break
+        done = step / cfg.max_steps
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * done))
         margin = cfg.margin * (min(1.0, done / cfg.margin_warmup) if cfg.margin_warmup else 1.0)
         for group in opt.param_groups:
@@ -195,7 +197,8 @@ def train_face_encoder(backbone: IResNet, data: dict, cfg: FaceEncoderConfig,
     bar.close()
     backbone.to(memory_format=torch.contiguous_format).eval()
     seconds = time.perf_counter() - start
-    history |= {"steps": step, "seconds": seconds, "img_per_s": step * batch / max(seconds, 1e-9),
+    history |= {"steps": step, "stop_reason": stop_reason, "seconds": seconds,
+                "img_per_s": step * batch / max(seconds, 1e-9),
                 "batch_size": batch, "n_images": len(images), "n_classes": n_classes}
     return history
 
