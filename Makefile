@@ -22,9 +22,11 @@ TMP_DIR      := $(CURDIR)/.tmp
 export UNIF2ACE_CACHE              ?= $(CURDIR)/.cache
 export UNIF2ACE_NO_PROGRESS        := 1
 export UNIF2ACE_THREADS            ?= 2
-# OpenMP's wait policy is left at its default (spin briefly, then sleep). PASSIVE made the quick
-# course 2-3x slower on a free 2-core machine (transformer step 0.37 s -> 0.7-1.0 s); only when
-# other jobs share the cores does `OMP_WAIT_POLICY=PASSIVE make ...` help.
+# How long idle OpenMP threads spin before sleeping. libgomp's default (300k spins) is fastest on
+# free cores but 30x slower when other jobs share them (a 4-prompt generation: 41 s vs 1.1 s at
+# load 8); OMP_WAIT_POLICY=PASSIVE (no spinning) is robust but 2-3x slower on free cores
+# (transformer step 0.37 s -> 0.7-1.0 s). 10k spins: 2.3 s at load 8.
+export GOMP_SPINCOUNT              ?= 10000
 export HF_HUB_OFFLINE              := 1
 export HF_DATASETS_OFFLINE         := 1
 export TRANSFORMERS_OFFLINE        := 1

@@ -24,6 +24,7 @@ REPORT_TAG = "report"
 # The same switches the Makefile exports, for direct `python -m unif2ace_mini ...` calls.
 NOTEBOOK_ENV = {
     "UNIF2ACE_NO_PROGRESS": "1",
+    "GOMP_SPINCOUNT": "10000",     # read at kernel start: short spins (see the Makefile)
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
