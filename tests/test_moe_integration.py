@@ -241,3 +241,29 @@ def test_evaluation_and_cli_read_features_only_for_a_sequence_moe(monkeypatch, n
     monkeypatch.setattr(enc, "load_feature_extractors", lambda profile, **kw: extractors)
     got = image_features("quick", SEQ_MC, images)
     assert got["clip"].shape == (2, 3, 8) and got["face"].shape == (2, 1, 4)
+
+
+def test_vqa_evaluation_feeds_each_question_its_image_features(data):
+    from types import SimpleNamespace
+
+    from unif2ace_mini.evaluate import EvalContext, evaluate_vqa
+
+    torch.manual_seed(0)
+    model = UniFace(SEQ_MC.for_vocab(data.vocab), data.vocab).eval()
+    builder = SequenceBuilder(data.text_tokenizer, data.vocab, 40, 4)
+    records = [dict(r, vqa=[dict(q, type="t") for q in r["vqa"]]) for r in data.records[:3]]
+    feats = fake_features(n=3)
+    seen = []
+    forward = model.forward
+
+    def spy(ids, features=None, **kw):
+        if features is not None:                       # the prompt pass of each decode batch
+            seen.append(features["clip"])
+        return forward(ids, features=features, **kw)
+    model.forward = spy
+    ctx = EvalContext(SimpleNamespace(model=model, builder=builder), None, "validation", records,
+                      data.vocab.image_ids(data.image_codes[:3]), records, feats)
+    out = evaluate_vqa(ctx, batch_size=4)             # 6 questions: batches of 4 and 2
+    assert out["n_questions"] == 6 and [len(s) for s in seen] == [4, 2]
+    rows = [i for i, r in enumerate(records) for _ in r["vqa"]]       # image of each question
+    assert torch.equal(torch.cat(seen), feats["clip"][rows])
