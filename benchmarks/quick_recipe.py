@@ -84,6 +84,7 @@ RECIPES: dict[str, dict] = {
     "codebook_h8": {"model": {"image_embed_init": "codebook:quick", "n_heads": 8}},
     "codebook_score0": {"model": {"image_embed_init": "codebook:quick"},
                         "train": {"lambda_score": 0.0}},
+    "codebook_seed1": {"model": {"image_embed_init": "codebook:quick"}, "train": {"seed": 1}},
     "codebook_vqa": {"model": {"image_embed_init": "codebook:quick"},
                      "train": {"mmu_caption_prob": 0.1, "t2i_share": 0.4}},
     "codebook_ema": {"model": {"image_embed_init": "codebook:quick"},
