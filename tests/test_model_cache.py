@@ -1,5 +1,6 @@
 """load_or_train_model: trains once into the cache, then loads the same weights."""
 
+import pytest
 import torch
 
 from unif2ace_mini.model import ModelConfig, load_or_train_model
@@ -39,8 +40,9 @@ def test_a_run_cut_short_by_the_time_limit_is_resumed_to_the_full_recipe(tmp_pat
                         Vocabulary.from_tokenizers(tok, 16), "cache-test")
     mc = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, max_len=40)
     tc = TrainConfig(batch_size=4, max_steps=4, warmup_steps=1, checkpoint_every=1)
-    _, short = load_or_train_model("quick", mc, tc.replace(max_seconds=0.0), data=data,
-                                   root=tmp_path / "cut", progress=False)
+    with pytest.warns(RuntimeWarning, match="time limit"):
+        _, short = load_or_train_model("quick", mc, tc.replace(max_seconds=0.0), data=data,
+                                       root=tmp_path / "cut", progress=False)
     assert len(short) < 4                                   # the time limit stopped it
     model, log = load_or_train_model("quick", mc, tc, data=data, root=tmp_path / "cut",
                                      progress=False)

@@ -77,7 +77,8 @@ def test_resume_refuses_a_different_run(data, tmp_path):
 
 
 def test_time_limit_stops_training(data, tmp_path):
-    result = run(data, tmp_path, tc=TC.replace(max_steps=2, max_seconds=0.0))
+    with pytest.warns(RuntimeWarning, match="unified model: the time limit"):
+        result = run(data, tmp_path, tc=TC.replace(max_steps=2, max_seconds=0.0))
     assert result.step == 0 and result.stop_reason == "time"
     # resuming with the time limit lifted continues the same run
     result = run(data, tmp_path, resume=True, tc=TC.replace(max_steps=2))

@@ -252,6 +252,8 @@ def train(profile="quick", out_dir=None, resume: bool = False, max_steps: int | 
         raise
     bar.close()
     checkpoint()
+    if stop_reason == "time":
+        runtime.warn_if_time_limited("unified model", step, tc.max_steps, tc.max_seconds)
     seconds = seconds_before + time.perf_counter() - start
     raw_model.eval()
     ema_model = None
