@@ -8,15 +8,22 @@ from unif2ace_mini.model.cache import model_cache_dir
 from unif2ace_mini.tokenizers import Vocabulary, train_text_tokenizer
 from unif2ace_mini.training import TrainConfig, TrainingData
 
+MC = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, max_len=40)
 
-def test_trains_once_then_loads(tmp_path):
+
+@pytest.fixture(scope="module")
+def data():
+    """Four identical records, 4 image tokens each: enough for a 3-4 step run."""
     caption = "A face. Blue eyes and a hat."
     tok = train_text_tokenizer([caption, "Is the person happy? yes no"] * 3, vocab_size=290)
     records = [{"caption": caption, "vqa": [{"question": "Is the person happy?", "answer": "yes"}]}
                ] * 4
-    data = TrainingData(records, torch.arange(16).view(4, 4), tok,
+    return TrainingData(records, torch.arange(16).view(4, 4), tok,
                         Vocabulary.from_tokenizers(tok, 16), "cache-test")
-    mc = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, max_len=40)
+
+
+def test_trains_once_then_loads(tmp_path, data):
+    mc = MC
     tc = TrainConfig(batch_size=4, max_steps=3, warmup_steps=1, ema_decay=0.5)
     model, log = load_or_train_model("quick", mc, tc, data=data, root=tmp_path, progress=False)
     assert [r["step"] for r in log] == [1, 2, 3] and not model.training
@@ -31,14 +38,8 @@ def test_trains_once_then_loads(tmp_path):
     assert key(mc, tc, "a") != key(mc.replace(ffn="token_moe"), tc, "a")
 
 
-def test_a_run_cut_short_by_the_time_limit_is_resumed_to_the_full_recipe(tmp_path):
-    caption = "A face. Blue eyes and a hat."
-    tok = train_text_tokenizer([caption, "Is the person happy? yes no"] * 3, vocab_size=290)
-    records = [{"caption": caption, "vqa": [{"question": "Is the person happy?", "answer": "yes"}]}
-               ] * 4
-    data = TrainingData(records, torch.arange(16).view(4, 4), tok,
-                        Vocabulary.from_tokenizers(tok, 16), "cache-test")
-    mc = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, max_len=40)
+def test_a_run_cut_short_by_the_time_limit_is_resumed_to_the_full_recipe(tmp_path, data):
+    mc = MC
     tc = TrainConfig(batch_size=4, max_steps=4, warmup_steps=1, checkpoint_every=1)
     with pytest.warns(RuntimeWarning, match="time limit"):
         _, short = load_or_train_model("quick", mc, tc.replace(max_seconds=0.0), data=data,
