@@ -36,8 +36,30 @@ def test_explicit_missing_gpu_is_a_clear_error():
 
 def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "c"))
-    assert runtime.cache_dir("a", "b") == tmp_path / "c" / "a" / "b"
-    assert (tmp_path / "c" / "a" / "b").is_dir()
+    version = runtime.ARTIFACT_VERSIONS["oracle"]
+    assert runtime.cache_dir("oracle", "b") == tmp_path / "c" / f"oracle-v{version}" / "b"
+    assert (tmp_path / "c" / f"oracle-v{version}" / "b").is_dir()
+
+
+def test_a_recipe_version_bump_moves_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path))
+    before = runtime.cache_dir("text_tokenizer")
+    monkeypatch.setitem(runtime.ARTIFACT_VERSIONS, "text_tokenizer",
+                        runtime.ARTIFACT_VERSIONS["text_tokenizer"] + 1)
+    assert runtime.cache_dir("text_tokenizer") != before  # the old artifact is never found again
+
+
+def test_every_cached_kind_has_a_recipe_version():
+    import re
+    from pathlib import Path
+
+    package = Path(runtime.__file__).parent
+    used = {m for f in package.rglob("*.py")
+            for m in re.findall(r'cache_dir\(\s*"(\w+)"', f.read_text())}
+    used |= set(re.findall(r'_base\(root, "(\w+)"\)', (package / "encoders" / "cache.py").read_text()))
+    assert used and used <= set(runtime.ARTIFACT_VERSIONS), used - set(runtime.ARTIFACT_VERSIONS)
+    with pytest.raises(ValueError, match="unknown artifact kind"):
+        runtime.cache_dir("no_such_kind")
 
 
 def test_progress_switch(monkeypatch):

@@ -88,10 +88,22 @@ def warn_if_time_limited(what: str, steps: int, max_steps: int, max_seconds: flo
                       stacklevel=2)
 
 
-def cache_dir(*parts: str) -> Path:
-    """The artifact cache (datasets, trained models). Override with $UNIF2ACE_CACHE."""
+# The recipe version of each kind of cached artifact. A cache key hashes the configs, but it cannot
+# see a change in the code that builds the artifact (a text tokenizer once survived a change of its
+# training corpus and silently skewed a notebook). Bump a kind's number with such a change: the
+# old folders are then ignored instead of reused.
+ARTIFACT_VERSIONS = {
+    "synthfaces": 1, "oracle": 1, "image_tokenizer": 1, "text_tokenizer": 2, "image_codes": 1,
+    "face_tokens": 1, "diffusion_toy": 1, "encoders": 1, "uniface": 1,
+}
+
+
+def cache_dir(kind: str, *parts: str) -> Path:
+    """The artifact cache folder for one kind of artifact. Override the root with $UNIF2ACE_CACHE."""
+    if kind not in ARTIFACT_VERSIONS:
+        raise ValueError(f"unknown artifact kind {kind!r}; known: {sorted(ARTIFACT_VERSIONS)}")
     root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "unif2ace-mini")
-    path = root.joinpath(*parts)
+    path = root.joinpath(f"{kind}-v{ARTIFACT_VERSIONS[kind]}", *parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
