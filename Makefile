@@ -72,7 +72,8 @@ nbval: setup
 	    --prepare-only -k $(KERNEL) --log-level WARNING || exit 1; \
 	done
 	$(VPY) -m pytest -q -p no:cacheprovider --nbval --nbval-current-env \
-	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 1200 $(NBVAL_DIR)
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 1200 \
+	  --durations=25 $(NBVAL_DIR)
 
 reproduce: setup
 	$(VPY) -m unif2ace_mini reproduce --profile $(PROFILE) --out runs/$(PROFILE)
