@@ -4,32 +4,19 @@ import numpy as np
 import pytest
 import torch
 
-from unif2ace_mini.data.groups import TAXONOMY
-from unif2ace_mini.data.text import make_caption, parse_caption
+from unif2ace_mini.data.text import parse_caption
 from unif2ace_mini.diffusion import maskgit_sample
 from unif2ace_mini.generate import (ImageDenoiser, attributes_caption, generate,
                                     prompt_captions)
 from unif2ace_mini.inference_cli import main as cli_main
-from unif2ace_mini.model import ModelConfig, SequenceBuilder, UniFace, UniFaceOutput
-from unif2ace_mini.tokenizers import (ImageTokenizerConfig, PlainVQTokenizer, Vocabulary,
-                                      train_text_tokenizer)
+from unif2ace_mini.model import SequenceBuilder, UniFaceOutput
 
 CAPTION = "A portrait of a person. They have red hair. The person wears round glasses."
 
 
 @pytest.fixture(scope="module")
-def parts():
-    rng = np.random.default_rng(0)
-    texts = [make_caption(TAXONOMY.sample(rng), rng)[0] for _ in range(20)]
-    tok = train_text_tokenizer(texts, vocab_size=350)
-    torch.manual_seed(0)
-    image_tok = PlainVQTokenizer(ImageTokenizerConfig(image_size=16, downsample=4, codebook_size=16,
-                                                      width=16, code_dim=4, n_res_blocks=1)).eval()
-    vocab = Vocabulary.from_tokenizers(tok, image_tok)
-    builder = SequenceBuilder(tok, vocab, max_len=48, n_image_tokens=16)
-    model = UniFace(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=48)
-                    .for_vocab(vocab), vocab).eval()
-    return model, image_tok, builder
+def parts(tiny_unified):
+    return tiny_unified[:3]
 
 
 def run(parts, prompts, **kw):
@@ -38,19 +25,9 @@ def run(parts, prompts, **kw):
     return generate(model, prompts, image_tokenizer=image_tok, builder=builder, **kw)
 
 
-class NonImageFavouring(torch.nn.Module):
-    """Wraps a model so text ids and MASK get huge logits: generation must still give codes."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.inner, self.vocab, self.config = model, model.vocab, model.config
-
-    def forward(self, ids, **kw):
-        out = self.inner(ids, **kw)
-        logits = out.logits.clone()
-        logits[..., :self.vocab.image_offset] += 1e4
-        logits[..., self.vocab.mask_id] += 1e4
-        return UniFaceOutput(logits, out.aux_loss, out.aux, out.past_key_values)
+def favour_non_image_tokens(logit_boost, model):
+    """Text ids and MASK get huge logits: generation must still give image codes."""
+    return logit_boost(model, [*range(model.vocab.image_offset), model.vocab.mask_id])
 
 
 def test_same_seed_same_images_other_seed_other_images(parts):
@@ -64,9 +41,9 @@ def test_same_seed_same_images_other_seed_other_images(parts):
 
 
 @pytest.mark.parametrize("sampler", ["maskgit", "ancestral"])
-def test_tokens_are_always_image_codes(parts, sampler):
+def test_tokens_are_always_image_codes(parts, sampler, logit_boost):
     model, image_tok, builder = parts
-    result = generate(NonImageFavouring(model), [CAPTION] * 3, image_tokenizer=image_tok,
+    result = generate(favour_non_image_tokens(logit_boost, model), [CAPTION] * 3, image_tokenizer=image_tok,
                       builder=builder, steps=5, sampler=sampler, guidance=0.0)
     assert result.codes.dtype == torch.long
     assert result.codes.min() >= 0 and result.codes.max() < image_tok.codebook_size
@@ -166,18 +143,18 @@ def test_cli_rejects_bad_input_before_loading_anything(argv, message, capsys):
     assert err.startswith("error:") and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_image_token_bits_of_a_uniform_model_is_log2_of_the_real_tokens(parts):
+def test_image_token_bits_of_a_uniform_model_is_log2_of_the_real_tokens(parts, logit_boost):
     from unif2ace_mini.evaluate import image_token_bits
 
     model, image_tok, builder = parts
 
-    class Uniform(NonImageFavouring):
+    class Uniform(logit_boost):
         def forward(self, ids, **kw):
             out = self.inner(ids, **kw)
             return UniFaceOutput(torch.zeros_like(out.logits), out.aux_loss, out.aux, None)
 
     ids = model.vocab.image_ids(torch.randint(0, 16, (3, 16)))
-    bits = image_token_bits(Uniform(model), builder, [CAPTION, None, "A face."], ids,
+    bits = image_token_bits(Uniform(model, []), builder, [CAPTION, None, "A face."], ids,
                             batch_size=2)
     assert bits == pytest.approx(np.log2(model.vocab.size - 1))       # MASK excluded
     assert 0 < image_token_bits(model, builder, [CAPTION] * 3, ids) < 20

@@ -4,51 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from unif2ace_mini.data.groups import TAXONOMY
-from unif2ace_mini.data.text import make_caption, make_vqa
 from unif2ace_mini.inference_cli import load_image
 from unif2ace_mini.inference_cli import main as cli_main
-from unif2ace_mini.model import ModelConfig, SequenceBuilder, UniFace, UniFaceOutput
-from unif2ace_mini.tokenizers import (ImageTokenizerConfig, PlainVQTokenizer, Vocabulary,
-                                      train_text_tokenizer)
 from unif2ace_mini.understand import answer, caption, decode, image_token_ids, time_decoding
 
 QUESTIONS = ["Is the person smiling?", "What colour is the person's hair?", "How many earrings?"]
 
 
 @pytest.fixture(scope="module")
-def parts():
-    rng = np.random.default_rng(0)
-    texts = []
-    for _ in range(20):
-        attrs = TAXONOMY.sample(rng)
-        texts.append(make_caption(attrs, rng)[0])
-        texts += [qa["question"] + " " + qa["answer"] for qa in make_vqa(attrs, rng)]
-    tok = train_text_tokenizer(texts, vocab_size=350)
-    torch.manual_seed(0)
-    image_tok = PlainVQTokenizer(ImageTokenizerConfig(image_size=16, downsample=4, codebook_size=16,
-                                                      width=16, code_dim=4, n_res_blocks=1)).eval()
-    vocab = Vocabulary.from_tokenizers(tok, image_tok)
-    builder = SequenceBuilder(tok, vocab, max_len=48, n_image_tokens=16)
-    model = UniFace(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=48)
-                    .for_vocab(vocab), vocab).eval()
-    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    return model, image_tok, builder, images
-
-
-class Boost(torch.nn.Module):
-    """Wraps a model and adds `amount` to the logits of some ids (e.g. to force <|eot|>)."""
-
-    def __init__(self, model, ids, amount=1e4):
-        super().__init__()
-        self.inner, self.vocab, self.config = model, model.vocab, model.config
-        self.ids, self.amount = list(ids), amount
-
-    def forward(self, ids, **kw):
-        out = self.inner(ids, **kw)
-        logits = out.logits.clone()
-        logits[..., self.ids] += self.amount
-        return UniFaceOutput(logits, out.aux_loss, out.aux, out.past_key_values)
+def parts(tiny_unified):
+    return tiny_unified
 
 
 def prompt(parts, questions=QUESTIONS):
@@ -67,7 +32,7 @@ def test_cached_decoding_gives_the_same_tokens_as_uncached(parts, decoding):
     assert cached.new_tokens == uncached.new_tokens > 0
 
 
-def test_top_k_is_seeded_and_tokens_are_text(parts):
+def test_top_k_is_seeded_and_tokens_are_text(parts, logit_boost):
     model, _, builder, _ = parts
     kw = dict(tokenizer=builder.tokenizer, max_new_tokens=10, decoding="top-k", top_k=50)
     a, b = decode(model, prompt(parts), seed=1, **kw), decode(model, prompt(parts), seed=1, **kw)
@@ -75,15 +40,15 @@ def test_top_k_is_seeded_and_tokens_are_text(parts):
     assert a.tokens == b.tokens and a.tokens != c.tokens
     # a model that prefers image codes, MASK and specials still only writes text (+ <|eot|>)
     v = model.vocab
-    biased = Boost(model, list(range(v.n_text + 1, v.size)))
+    biased = logit_boost(model, list(range(v.n_text + 1, v.size)))
     out = decode(biased, prompt(parts), tokenizer=builder.tokenizer, max_new_tokens=6)
     assert all(0 <= t < v.n_text for row in out.tokens for t in row)
 
 
-def test_stops_at_eot_and_respects_max_new_tokens(parts):
+def test_stops_at_eot_and_respects_max_new_tokens(parts, logit_boost):
     model, _, builder, _ = parts
     eot = model.vocab.special_id("eot")
-    out = decode(Boost(model, [eot]), prompt(parts), tokenizer=builder.tokenizer)
+    out = decode(logit_boost(model, [eot]), prompt(parts), tokenizer=builder.tokenizer)
     assert out.texts == ["", "", ""] and all(out.finished) and out.forward_passes == 1
     out = decode(model, prompt(parts), tokenizer=builder.tokenizer, max_new_tokens=3,
                  stop_at_eot=False)
