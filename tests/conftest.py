@@ -76,3 +76,56 @@ def tiny_unified():
                     .for_vocab(vocab), vocab).eval()
     images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
     return model, image_tok, builder, images
+
+
+@pytest.fixture(scope="session")
+def tiny_training_data():
+    """12 records whose image codes follow the caption (something to learn), 16 image codes."""
+    from unif2ace_mini.tokenizers import Vocabulary, train_text_tokenizer
+    from unif2ace_mini.training import TrainingData
+
+    captions = ["A portrait of a person. They have red hair.", "A face. Blue eyes and a hat.",
+                "A headshot. Green eyes. The person frowns."]
+    records = [{"caption": captions[i % 3],
+                "vqa": [{"question": "Is the person happy?", "answer": ["yes", "no"][i % 2]},
+                        {"question": "Eye colour?", "answer": ["red", "blue", "green"][i % 3]}]}
+               for i in range(12)]
+    tok = train_text_tokenizer(captions * 3 + ["Is the person happy? yes no",
+                                               "Eye colour? red blue green"], vocab_size=300)
+    codes = torch.tensor([[i % 3, 3 + i % 3, 6, 7 + i % 2] for i in range(12)])
+    return TrainingData(records, codes, tok, Vocabulary.from_tokenizers(tok, 16), "tiny-test")
+
+
+def assert_resume_is_exact(run, tmp_path, keys=("loss", "t2i", "mmu", "lr", "grad_norm")):
+    """run(out, **kw) trains into `out`. A run interrupted after step 3 and resumed must give the
+    uninterrupted run's losses and final (and EMA) weights. Returns (straight, resumed)."""
+    import json
+
+    straight = run(tmp_path / "a")
+
+    def interrupt_at_3(step, record):
+        if step == 3:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", callback=interrupt_at_3)
+    logged = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in logged] == [1, 2, 3]
+    torch.manual_seed(4321)                      # the resumed run must not depend on this
+    resumed = run(tmp_path / "b", resume=True)
+
+    assert resumed.step == straight.step and resumed.stop_reason == "steps"
+    assert [r["step"] for r in resumed.history] == [r["step"] for r in straight.history]
+    for a, b in zip(straight.history, resumed.history):
+        for key in keys:
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), (a["step"], key)
+    for final_a, final_b in ((straight.model, resumed.model),
+                             (straight.ema_model, resumed.ema_model)):
+        sa, sb = final_a.state_dict(), final_b.state_dict()
+        for k in sa:
+            torch.testing.assert_close(sa[k], sb[k], rtol=1e-6, atol=1e-7)
+    return straight, resumed
+
+
+@pytest.fixture(scope="session")
+def resume_check():
+    return assert_resume_is_exact

@@ -8,14 +8,10 @@ import torch
 
 from unif2ace_mini.model import MMU, T2I, ModelConfig, SequenceBuilder, UniFace
 from unif2ace_mini.model.moe_config import SequenceMoEConfig, TokenMoEConfig, feature_kinds
-from unif2ace_mini.tokenizers import Vocabulary, train_text_tokenizer
-from unif2ace_mini.training import (BatchStream, TrainConfig, TrainingData, joint_loss,
-                                    step_generator, train)
+from unif2ace_mini.training import BatchStream, TrainConfig, joint_loss, step_generator, train
 from unif2ace_mini.training.data import with_model_features
 
-CAPTIONS = ["A portrait of a person. They have red hair.", "A face. Blue eyes and a hat.",
-            "A headshot. Green eyes. The person frowns."]
-N = 12
+N = 12  # records in the tiny_training_data fixture
 SEQ = SequenceMoEConfig(clip_dim=8, face_dim=4, noise_dim=4, noise_tokens=2, resampler_heads=2,
                         resampler_latents=2)
 DENSE = ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=40)
@@ -32,15 +28,8 @@ def fake_features(seed=0, n=N):
 
 
 @pytest.fixture(scope="module")
-def data():
-    records = [{"caption": CAPTIONS[i % 3],
-                "vqa": [{"question": "Is the person happy?", "answer": ["yes", "no"][i % 2]},
-                        {"question": "Eye colour?", "answer": ["red", "blue", "green"][i % 3]}]}
-               for i in range(N)]
-    tok = train_text_tokenizer(CAPTIONS * 3 + ["Is the person happy? yes no",
-                                               "Eye colour? red blue green"], vocab_size=300)
-    codes = torch.tensor([[i % 3, 3 + i % 3, 6, 7 + i % 2] for i in range(N)])
-    return TrainingData(records, codes, tok, Vocabulary.from_tokenizers(tok, 16), "tiny-test")
+def data(tiny_training_data):
+    return tiny_training_data
 
 
 @pytest.fixture
@@ -157,28 +146,11 @@ def test_training_extracts_features_only_for_a_sequence_moe(data, tmp_path, monk
                             SEQ_MC.replace(seq_moe=SEQ.replace(clip_dim=16)))
 
 
-def test_resume_is_exact_with_features(data, tmp_path):
+def test_resume_is_exact_with_features(data, tmp_path, resume_check):
     fdata = data.with_features(fake_features())
-    run = lambda out, **kw: train("quick", out, model_config=BOTH_MC, train_config=TC,  # noqa
-                                  data=fdata, progress=False, **kw)
-    straight = run(tmp_path / "a")
-
-    def interrupt_at_3(step, record):
-        if step == 3:
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "b", callback=interrupt_at_3)
-    torch.manual_seed(4321)                      # the resumed run must not depend on this
-    resumed = run(tmp_path / "b", resume=True)
-    assert resumed.step == straight.step == 6
-    for a, b in zip(straight.history, resumed.history):
-        for key in ("loss", "t2i", "mmu", "aux", "grad_norm"):
-            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), (a["step"], key)
-    for final_a, final_b in ((straight.model, resumed.model),
-                             (straight.ema_model, resumed.ema_model)):
-        sa, sb = final_a.state_dict(), final_b.state_dict()
-        for k in sa:
-            torch.testing.assert_close(sa[k], sb[k], rtol=1e-6, atol=1e-7)
+    resume_check(lambda out, **kw: train("quick", out, model_config=BOTH_MC, train_config=TC,
+                                         data=fdata, progress=False, **kw),
+                 tmp_path, keys=("loss", "t2i", "mmu", "aux", "grad_norm"))
     # other features are another run: resuming across them is refused
     with pytest.raises(ValueError, match="trained on data"):
         train("quick", tmp_path / "b", resume=True, model_config=BOTH_MC, train_config=TC,

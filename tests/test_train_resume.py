@@ -6,24 +6,12 @@ import pytest
 import torch
 
 from unif2ace_mini.model import ModelConfig, UniFace
-from unif2ace_mini.tokenizers import Vocabulary, train_text_tokenizer
-from unif2ace_mini.training import TrainConfig, TrainingData, train
-
-CAPTIONS = ["A portrait of a person. They have red hair.", "A face. Blue eyes and a hat.",
-            "A headshot. Green eyes. The person frowns."]
+from unif2ace_mini.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
-def data():
-    records = [{"caption": CAPTIONS[i % 3],
-                "vqa": [{"question": "Is the person happy?", "answer": ["yes", "no"][i % 2]},
-                        {"question": "Eye colour?", "answer": ["red", "blue", "green"][i % 3]}]}
-               for i in range(12)]
-    tok = train_text_tokenizer(CAPTIONS * 3 + ["Is the person happy? yes no",
-                                               "Eye colour? red blue green"], vocab_size=300)
-    # image codes that follow the caption, so there is something to learn
-    codes = torch.tensor([[i % 3, 3 + i % 3, 6, 7 + i % 2] for i in range(12)])
-    return TrainingData(records, codes, tok, Vocabulary.from_tokenizers(tok, 16), "tiny-test")
+def data(tiny_training_data):
+    return tiny_training_data
 
 
 MC = ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=40, dropout=0.1)
@@ -36,29 +24,9 @@ def run(data, out, **kw):
                  progress=False, **kw)
 
 
-def test_resume_reproduces_the_uninterrupted_run(data, tmp_path):
-    straight = run(data, tmp_path / "a")
-
-    def interrupt_at_3(step, record):
-        if step == 3:
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        run(data, tmp_path / "b", callback=interrupt_at_3)
-    ckpt_log = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in ckpt_log] == [1, 2, 3]
-    torch.manual_seed(1234)                     # the resumed run must not depend on this
-    resumed = run(data, tmp_path / "b", resume=True)
-
-    assert resumed.step == straight.step == 6 and resumed.stop_reason == "steps"
-    assert [r["step"] for r in resumed.history] == list(range(1, 7))
-    for a, b in zip(straight.history, resumed.history):
-        for key in ("loss", "t2i", "mmu", "lr", "grad_norm"):
-            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), (a["step"], key)
-    for final_a, final_b in ((straight.model, resumed.model),
-                             (straight.ema_model, resumed.ema_model)):
-        sa, sb = final_a.state_dict(), final_b.state_dict()
-        for k in sa:
-            torch.testing.assert_close(sa[k], sb[k], rtol=1e-6, atol=1e-7)
+def test_resume_reproduces_the_uninterrupted_run(data, tmp_path, resume_check):
+    _, resumed = resume_check(lambda out, **kw: run(data, out, **kw), tmp_path)
+    assert resumed.step == 6 and [r["step"] for r in resumed.history] == list(range(1, 7))
     # the saved final model is what train returned
     loaded = UniFace.from_pretrained(tmp_path / "b" / "model")
     torch.testing.assert_close(loaded.state_dict()["head.weight"],
