@@ -74,6 +74,35 @@ def test_mmu_vqa_labels_are_shifted_answer_tokens(builder):
     assert (ids[int(pos[-1]) + 2:] == s["pad"]).all()                       # right padding
 
 
+def test_mmu_dialogue_turns_fit_and_each_answer_carries_loss(builder):
+    s, tok = builder.ids, builder.tokenizer
+    one = builder.mmu(image(builder), *QA[0])
+    assert torch.equal(builder.mmu_dialogue(image(builder), QA[:1]).input_ids, one.input_ids)
+    ex = builder.mmu_dialogue(image(builder), QA)
+    ids, labels = ex.input_ids, ex.labels
+    # the first turn is laid out exactly as a single question (what decoding sees)
+    first = int((one.labels != IGNORE).nonzero().max()) + 2
+    assert torch.equal(ids[:first], one.input_ids[:first])
+    assert torch.equal(labels[:first], one.labels[:first])
+    # the second turn follows: <|sot|> question answer <|eot|>, labels on " blue" + <|eot|>
+    q2 = encode_text(tok, QA[1][0])
+    assert ids[first:first + 1 + len(q2)].tolist() == [s["sot"]] + q2
+    pos = (labels != IGNORE).nonzero().flatten()
+    assert torch.equal(labels[pos], ids[pos + 1])
+    second = pos[pos >= first]
+    assert tok.decode(labels[second][:-1]) == " blue" and labels[second][-1] == s["eot"]
+    assert int(second[0]) == first + len(q2)                   # predicted from the question's end
+    # whole turns are kept while they fit, and the next one would not have
+    many = builder.mmu_dialogue(image(builder), QA * 6)
+    cost = [len(encode_text(tok, q)) + len(encode_text(tok, " " + a)) + 2 for q, a in QA * 6]
+    n_turns = int((many.input_ids == s["sot"]).sum())
+    used = 3 + N_IMG + sum(cost[:n_turns])                     # <|mmu|> <|soi|> <|eoi|>, turns
+    assert 2 <= n_turns < 12 and int((many.input_ids != s["pad"]).sum()) == used
+    assert used <= 48 < used + cost[n_turns]
+    with pytest.raises(ValueError, match="at least one"):
+        builder.mmu_dialogue(image(builder), [])
+
+
 def test_mmu_caption_carries_loss_on_the_whole_caption(builder):
     ex = builder.mmu(image(builder), CAPTION_QUESTION, CAPTIONS[1])
     pos = (ex.labels != IGNORE).nonzero().flatten()
@@ -143,3 +172,12 @@ def test_dataset_mixes_tasks_and_is_seeded(builder):
     assert dropped(UniFaceDataset(records, codes, builder, seed=1, caption_dropout=0.0), 2) == 0
     ds.set_epoch(3)
     assert any(not torch.equal(ds[i].input_ids, same[i].input_ids) for i in range(1, 100, 2))
+    # vqa_turns > 1: VQA rows ask several of the record's questions, seeded
+    multi = UniFaceDataset(records, codes, builder, seed=1, mmu_caption_prob=0.0, vqa_turns=2)
+    turns = [int((multi[i].input_ids == builder.ids["sot"]).sum()) for i in range(1, 20, 2)]
+    assert set(turns) == {2}
+    assert torch.equal(multi[1].input_ids,
+                       UniFaceDataset(records, codes, builder, seed=1, mmu_caption_prob=0.0,
+                                      vqa_turns=2)[1].input_ids)
+    with pytest.raises(ValueError, match="vqa_turns"):
+        UniFaceDataset(records, codes, builder, vqa_turns=0)

@@ -131,25 +131,52 @@ class SequenceBuilder:
         return [s["mmu"], s["soi"]] + self._image(image_ids) + [s["eoi"], s["sot"]] \
             + encode_text(self.tokenizer, question)
 
+    def _answer_ids(self, question: str, answer: str) -> list[int]:
+        if question == CAPTION_QUESTION:
+            return truncate_caption(self.tokenizer, answer, self.text_budget)[0]
+        return encode_text(self.tokenizer, " " + answer.strip())
+
     def mmu(self, image_ids, question: str, answer: str) -> Example:
         """An mmu example; question "" (CAPTION_QUESTION) makes `answer` a caption, truncated."""
+        question_ids = encode_text(self.tokenizer, question)
+        answer_ids = self._answer_ids(question, answer)
+        if len(question_ids) + len(answer_ids) > self.text_budget:
+            raise ValueError(f"question + answer need {len(question_ids) + len(answer_ids)} "
+                             f"tokens, only {self.text_budget} fit: {question!r} {answer!r}")
+        return self._mmu_example(image_ids, [(question_ids, answer_ids)])
+
+    def mmu_dialogue(self, image_ids, turns: list[tuple[str, str]]) -> Example:
+        """Several questions about one image, `<|sot|> question answer <|eot|>` each, as many of
+        `turns` as fit (the first always). The first turn is laid out exactly as `mmu`'s, so
+        answering one question is unchanged, while a row supervises several answers for the
+        price of one image (LLaVA-style multi-turn data, as Show-o's mmu training reads)."""
+        if not turns:
+            raise ValueError("mmu_dialogue needs at least one (question, answer) turn")
+        first = self.mmu(image_ids, *turns[0])          # checks the first turn fits
+        kept = [(encode_text(self.tokenizer, q), self._answer_ids(q, a)) for q, a in turns]
+        room = self.text_budget - len(kept[0][0]) - len(kept[0][1])
+        n = 1
+        for q_ids, a_ids in kept[1:]:
+            cost = len(q_ids) + len(a_ids) + 2           # + its own <|sot|> and <|eot|>
+            if cost > room:
+                break
+            room, n = room - cost, n + 1
+        return first if n == 1 else self._mmu_example(image_ids, kept[:n])
+
+    def _mmu_example(self, image_ids, turns: list[tuple[list[int], list[int]]]) -> Example:
+        """<|mmu|> <|soi|> image <|eoi|> then per turn <|sot|> question answer <|eot|>; labels on
+        each answer and its <|eot|> (the logits one column earlier predict them)."""
         if image_ids is None:
             raise ValueError("an mmu example needs the image's token ids")
-        prompt = self.mmu_prompt(image_ids, question)
-        n_question = len(prompt) - self.n_image_tokens - 4
-        if question == CAPTION_QUESTION:
-            answer_ids = truncate_caption(self.tokenizer, answer, self.text_budget)[0]
-        else:
-            answer_ids = encode_text(self.tokenizer, " " + answer.strip())
-            if n_question + len(answer_ids) > self.text_budget:
-                raise ValueError(f"question + answer need {n_question + len(answer_ids)} tokens, "
-                                 f"only {self.text_budget} fit: {question!r} {answer!r}")
-        target = answer_ids + [self.ids["eot"]]
-        seq = prompt + target
-        seq += [self.ids["pad"]] * (self.max_len - len(seq))
+        s = self.ids
+        seq = [s["mmu"], s["soi"]] + self._image(image_ids) + [s["eoi"]]
         labels = [IGNORE] * self.max_len
-        start = len(prompt) - 1                         # logits at the last prompt token
-        labels[start:start + len(target)] = target      # predict the first answer token
+        for question_ids, answer_ids in turns:
+            seq += [s["sot"]] + question_ids
+            target = answer_ids + [s["eot"]]
+            labels[len(seq) - 1:len(seq) - 1 + len(target)] = target
+            seq += target
+        seq += [s["pad"]] * (self.max_len - len(seq))
         return Example(torch.tensor(seq), torch.tensor(labels), MMU)
 
     def t2i_batch(self, captions: list[str | None]) -> Tensor:
@@ -178,10 +205,15 @@ class UniFaceDataset(torch.utils.data.Dataset):
     """Mixed t2i / mmu examples of SynthFaces records: item 2r is record r as a t2i example,
     item 2r + 1 record r as an mmu example (a caption with probability `mmu_caption_prob`,
     otherwise one of its VQA pairs). Random choices are drawn from (seed, record, task, draw);
-    `draw` is the epoch for __getitem__ (`set_epoch`), so each epoch sees other choices."""
+    `draw` is the epoch for __getitem__ (`set_epoch`), so each epoch sees other choices.
+    With vqa_turns > 1 a VQA example asks up to that many of the record's questions, in a random
+    order, as many as fit (`SequenceBuilder.mmu_dialogue`)."""
 
     def __init__(self, records: list[dict], image_codes: Tensor, builder: SequenceBuilder,
-                 seed: int = 0, caption_dropout: float = 0.1, mmu_caption_prob: float = 0.25):
+                 seed: int = 0, caption_dropout: float = 0.1, mmu_caption_prob: float = 0.25,
+                 vqa_turns: int = 1):
+        if vqa_turns < 1:
+            raise ValueError(f"vqa_turns must be >= 1, got {vqa_turns}")
         if len(records) != len(image_codes):
             raise ValueError(f"{len(records)} records but {len(image_codes)} image code rows")
         if not 0.0 <= caption_dropout <= 1.0 or not 0.0 <= mmu_caption_prob <= 1.0:
@@ -189,6 +221,7 @@ class UniFaceDataset(torch.utils.data.Dataset):
         self.records, self.builder, self.seed = records, builder, seed
         self.image_ids = builder.vocab.image_ids(image_codes.reshape(len(records), -1))  # (N, n)
         self.caption_dropout, self.mmu_caption_prob = caption_dropout, mmu_caption_prob
+        self.vqa_turns = int(vqa_turns)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -208,5 +241,9 @@ class UniFaceDataset(torch.utils.data.Dataset):
             return self.builder.t2i(None if dropped else r["caption"], self.image_ids[record])
         if not r.get("vqa") or rng.random() < self.mmu_caption_prob:
             return self.builder.mmu(self.image_ids[record], CAPTION_QUESTION, r["caption"])
-        qa = r["vqa"][int(rng.integers(len(r["vqa"])))]
-        return self.builder.mmu(self.image_ids[record], qa["question"], qa["answer"])
+        if self.vqa_turns == 1:
+            qa = r["vqa"][int(rng.integers(len(r["vqa"])))]
+            return self.builder.mmu(self.image_ids[record], qa["question"], qa["answer"])
+        order = rng.permutation(len(r["vqa"]))[:self.vqa_turns]
+        return self.builder.mmu_dialogue(self.image_ids[record], [
+            (r["vqa"][i]["question"], r["vqa"][i]["answer"]) for i in order])

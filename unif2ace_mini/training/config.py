@@ -30,6 +30,7 @@ class TrainConfig:
     score_head: str = "tied"
     caption_dropout: float = 0.1     # t2i captions dropped for classifier-free guidance
     mmu_caption_prob: float = 0.25   # mmu rows that caption instead of answering a question
+    vqa_turns: int = 1               # questions per VQA row (as many as fit; 1: one per row)
     max_steps: int = 250
     max_seconds: float = 240.0       # wall-clock limit of one invocation
     checkpoint_every: int = 100
@@ -44,6 +45,8 @@ class TrainConfig:
             raise ValueError(f"t2i_share must lie in [0, 1], got {self.t2i_share}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if self.vqa_turns < 1:
+            raise ValueError(f"vqa_turns must be >= 1, got {self.vqa_turns}")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every and log_every must be >= 1")
         if self.mixed_precision not in ("no", "bf16", "fp16"):

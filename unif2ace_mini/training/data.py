@@ -160,12 +160,12 @@ class BatchStream:
     """Mixed batches: n_t2i t2i rows then n_mmu mmu rows, a pure function of the step."""
 
     def __init__(self, data: TrainingData, max_len: int, batch_size: int, t2i_share: float,
-                 seed: int, caption_dropout: float, mmu_caption_prob: float):
+                 seed: int, caption_dropout: float, mmu_caption_prob: float, vqa_turns: int = 1):
         if not 0.0 <= t2i_share <= 1.0:
             raise ValueError(f"t2i_share must lie in [0, 1], got {t2i_share}")
         builder = SequenceBuilder(data.text_tokenizer, data.vocab, max_len, data.n_image_tokens)
         self.dataset = UniFaceDataset(data.records, data.image_codes, builder, seed,
-                                      caption_dropout, mmu_caption_prob)
+                                      caption_dropout, mmu_caption_prob, vqa_turns)
         self.n_t2i = round(batch_size * t2i_share)
         self.n_mmu = batch_size - self.n_t2i
         n = len(data.records)

@@ -196,7 +196,7 @@ def train(profile="quick", out_dir=None, resume: bool = False, max_steps: int | 
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
     batches = BatchStream(data, mc.max_len, tc.batch_size, tc.t2i_share, tc.seed,
-                          tc.caption_dropout, tc.mmu_caption_prob)
+                          tc.caption_dropout, tc.mmu_caption_prob, tc.vqa_turns)
 
     def checkpoint() -> None:
         accelerator.wait_for_everyone()
