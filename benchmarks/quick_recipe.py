@@ -91,15 +91,18 @@ RECIPES: dict[str, dict] = {
                      "train": {"ema_decay": 0.99}},
     "lr4e-3": {"train": {"lr": 4e-3}},
     "tied": {"model": {"tie_embeddings": True}},
+    # relative to the landed recipe: several questions per VQA row (as many as fit, ~4)
+    "landed_turns8": {"base": "landed", "train": {"vqa_turns": 8}},
+    "landed_turns8_cap10": {"base": "landed",
+                            "train": {"vqa_turns": 8, "mmu_caption_prob": 0.1}},
 }
 
 def recipe_configs(name: str, steps: int | None = None):
-    if name == "landed":
-        mc, tc = MODEL_CONFIGS["quick"], TRAIN_CONFIGS["quick"]
-    else:
-        spec = RECIPES[name]
-        mc = BASE_MODEL.replace(**spec.get("model", {}))
-        tc = BASE_TRAIN.replace(**spec.get("train", {}))
+    spec = {"base": "landed"} if name == "landed" else RECIPES[name]
+    base_mc, base_tc = (MODEL_CONFIGS["quick"], TRAIN_CONFIGS["quick"]) \
+        if spec.get("base") == "landed" else (BASE_MODEL, BASE_TRAIN)
+    mc = base_mc.replace(**spec.get("model", {}))
+    tc = base_tc.replace(**spec.get("train", {}))
     tc = tc.replace(max_seconds=36000.0, checkpoint_every=10 ** 6, log_every=1)
     if steps is not None:
         tc = tc.replace(max_steps=steps)
@@ -181,8 +184,9 @@ def _summary(name, hist, step, seconds, model) -> dict:
             "final_t2i_mgm": float(np.mean([r["t2i_mgm"] for r in tail if "t2i_mgm" in r])),
             "final_mmu": float(np.mean([r["mmu"] for r in tail if "mmu" in r])),
             "n_parameters": model.num_parameters(),
-            "model_changes": RECIPES[name].get("model", {}),
-            "train_changes": RECIPES[name].get("train", {})}
+            "base": RECIPES.get(name, {}).get("base", "landed" if name == "landed" else "BASE"),
+            "model_changes": RECIPES.get(name, {}).get("model", {}),
+            "train_changes": RECIPES.get(name, {}).get("train", {})}
 
 
 def time_recipes(names: list[str], data, repeats: int = 3, steps: int = 6) -> dict:
@@ -198,7 +202,7 @@ def time_recipes(names: list[str], data, repeats: int = 3, steps: int = 6) -> di
         model = UniFace(mc, data.vocab).train()
         opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr)
         stream = BatchStream(data, mc.max_len, tc.batch_size, tc.t2i_share, tc.seed,
-                             tc.caption_dropout, tc.mmu_caption_prob)
+                             tc.caption_dropout, tc.mmu_caption_prob, tc.vqa_turns)
         setups[name] = (model, opt, stream, tc)
     times = {n: [] for n in names}
     cpu = {n: [] for n in names}

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from unif2ace_mini.model import ModelConfig, load_or_train_model
-from unif2ace_mini.model.cache import model_cache_dir
+from unif2ace_mini.model.cache import finished_run, model_cache_dir
 from unif2ace_mini.tokenizers import Vocabulary, train_text_tokenizer
 from unif2ace_mini.training import TrainConfig, TrainingData
 
@@ -25,8 +25,11 @@ def data():
 def test_trains_once_then_loads(tmp_path, data):
     mc = MC
     tc = TrainConfig(batch_size=4, max_steps=3, warmup_steps=1, ema_decay=0.5)
+    done = lambda: finished_run("quick", mc.for_vocab(data.vocab), tc, data, root=tmp_path)  # noqa
+    assert done() is None                                   # what load_pipeline announces
     model, log = load_or_train_model("quick", mc, tc, data=data, root=tmp_path, progress=False)
     assert [r["step"] for r in log] == [1, 2, 3] and not model.training
+    assert done() == model_cache_dir("quick", mc.for_vocab(data.vocab), tc, data.key, tmp_path)
     again, log2 = load_or_train_model("quick", mc, tc, data=data, root=tmp_path, progress=False)
     assert log2 == log
     for k, v in model.state_dict().items():
@@ -45,6 +48,8 @@ def test_a_run_cut_short_by_the_time_limit_is_resumed_to_the_full_recipe(tmp_pat
         _, short = load_or_train_model("quick", mc, tc.replace(max_seconds=0.0), data=data,
                                        root=tmp_path / "cut", progress=False)
     assert len(short) < 4                                   # the time limit stopped it
+    assert finished_run("quick", mc.for_vocab(data.vocab), tc, data, root=tmp_path / "cut") \
+        is None                                             # so it is not "done"
     model, log = load_or_train_model("quick", mc, tc, data=data, root=tmp_path / "cut",
                                      progress=False)
     straight, log_straight = load_or_train_model("quick", mc, tc, data=data,
@@ -53,3 +58,15 @@ def test_a_run_cut_short_by_the_time_limit_is_resumed_to_the_full_recipe(tmp_pat
     assert [r["loss"] for r in log] == [r["loss"] for r in log_straight]
     for k, v in straight.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k
+
+
+def test_finished_run_never_trains_encoders_for_a_sequence_moe(tmp_path, data, monkeypatch):
+    import unif2ace_mini.encoders as enc
+    import unif2ace_mini.encoders.cache as enc_cache
+
+    def refuse(*args, **kw):
+        raise AssertionError("finished_run touched an encoder")
+    monkeypatch.setattr(enc, "extract_features", refuse)
+    monkeypatch.setattr(enc_cache, "features_path", lambda *a, **k: tmp_path / "no-features")
+    seq = MC.replace(sequence="sequence_moe").for_vocab(data.vocab)
+    assert finished_run("quick", seq, TrainConfig(max_steps=1), data, root=tmp_path) is None

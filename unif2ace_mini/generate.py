@@ -255,16 +255,15 @@ def load_pipeline(profile, progress: bool = True, announce=print) -> Pipeline:
     """The profile's trained model and tokenizers; trains whatever is missing, announcing it
     (through `announce`) before a long training run starts."""
     from . import profiles
-    from .model.cache import load_or_train_model, model_cache_dir
+    from .model.cache import finished_run, load_or_train_model
     from .model.config import get_model_config
     from .tokenizers.cache import load_or_train_image_tokenizer
     from .training import get_train_config, load_training_data
-    from .training.loop import SUMMARY_NAME
 
     profile = profiles.get_profile(profile)
     data = load_training_data(profile)            # dataset + tokenizers (trained if missing)
     mc, tc = get_model_config(profile).for_vocab(data.vocab), get_train_config(profile)
-    if not (model_cache_dir(profile.name, mc, tc, data.key) / SUMMARY_NAME).is_file():
+    if finished_run(profile, mc, tc, data) is None:
         announce(f"no trained model for profile {profile.name!r} in the cache: training it now "
                  f"(at most {tc.max_steps} steps / {tc.max_seconds:.0f} s)")
     model, _ = load_or_train_model(profile, data=data, progress=progress)

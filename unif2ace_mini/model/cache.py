@@ -33,6 +33,30 @@ def model_cache_dir(profile_name: str, model_config: ModelConfig, train_config, 
     return base / f"{profile_name}-{digest}"
 
 
+def finished_run(profile, model_config: ModelConfig, train_config, data, root=None
+                 ) -> Path | None:
+    """The cache folder of the recipe's finished run, or None when load_or_train_model would
+    train (nothing cached, an interrupted run, or one the time limit cut short). Never trains:
+    for a sequence MoE whose encoder features are not extracted yet, the answer is None."""
+    from .. import profiles
+    from ..encoders.cache import features_path
+    from ..training.data import with_model_features
+    from ..training.loop import SUMMARY_NAME
+    from .moe_config import feature_kinds
+
+    profile = profiles.get_profile(profile)
+    if feature_kinds(model_config) and data.features is None \
+            and not features_path(profile, data.split).is_file():
+        return None
+    data = with_model_features(data, profile, model_config)
+    out = model_cache_dir(profile.name, model_config, train_config, data.key, root)
+    summary_file = out / SUMMARY_NAME
+    if summary_file.is_file() and not _cut_short(json.loads(summary_file.read_text()),
+                                                 train_config):
+        return out
+    return None
+
+
 def load_or_train_model(profile, model_config: ModelConfig | None = None, train_config=None,
                         data=None, root=None, progress: bool = True
                         ) -> tuple[UniFace, list[dict]]:
@@ -40,7 +64,7 @@ def load_or_train_model(profile, model_config: ModelConfig | None = None, train_
     from .. import profiles
     from ..training import get_train_config, load_training_data, read_log, train
     from ..training.data import with_model_features
-    from ..training.loop import LOG_NAME, SUMMARY_NAME
+    from ..training.loop import LOG_NAME
     from .config import get_model_config
 
     profile = profiles.get_profile(profile)
@@ -49,11 +73,11 @@ def load_or_train_model(profile, model_config: ModelConfig | None = None, train_
     mc = mc if mc.vocab_size is not None else mc.for_vocab(data.vocab)
     data = with_model_features(data, profile, mc)  # sequence MoE: the features are in data.key
     tc = train_config or get_train_config(profile)
+    done = finished_run(profile, mc, tc, data, root)
+    if done is not None:
+        weights = done / "model_ema" if (done / "model_ema").is_dir() else done / "model"
+        return UniFace.from_pretrained(weights, config=mc).eval(), read_log(done / LOG_NAME)
     out = model_cache_dir(profile.name, mc, tc, data.key, root)
-    summary_file = out / SUMMARY_NAME
-    if summary_file.is_file() and not _cut_short(json.loads(summary_file.read_text()), tc):
-        weights = out / "model_ema" if (out / "model_ema").is_dir() else out / "model"
-        return UniFace.from_pretrained(weights, config=mc).eval(), read_log(out / LOG_NAME)
     # no run yet, an interrupted one, or one the time limit cut short: train / resume exactly
     result = train(profile, out_dir=out, resume=True, model_config=mc, train_config=tc,
                    data=data, progress=progress)
