@@ -28,6 +28,9 @@ generation accuracy differences of ~2-3 points are noise; the image-token bits a
   * at the quick budget nothing reached issue 5's targets: VQA stays at or below the majority
     answer (colour questions only start being read), generation is 1-4 points over the
     shuffled-prompt baseline.
+  * several questions per VQA row (vqa_turns=8: as many as fit, ~4) is the one change that
+    moved VQA (landed recipe, 450 steps, fresh data: 0.467 -> 0.536, majority 0.542; MGM 4.89
+    -> 4.72); landed. With fewer caption rows too (mmu_caption_prob 0.1): 0.509, no better.
   * no gain at equal steps: tied embeddings (removes the caption gap), 8 heads, lr 4e-3,
     loss_mmu 3 (VQA +3 points, generation gap gone), batch 16 x 2 steps; shorter captions
     (max_len 96) buy ~30% more steps but weaken the caption -> image signal.
