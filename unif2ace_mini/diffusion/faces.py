@@ -7,8 +7,8 @@ p(class, image), and class-conditioned generation is inpainting: fix position 0 
 rest (every sampler leaves given tokens alone). Vocabulary: [codes | class tokens | MASK].
 
 Models. The toy ablation's TinyDenoiser and training loop (`denoiser.load_or_train_many`),
-unchanged: same data order, same steps, only the loss differs. At evaluation a position may only
-take its legal tokens (a class at position 0, a code elsewhere), the same rule for every model.
+unchanged: same data order, same steps, only the loss differs. At evaluation a position may only take its
+legal tokens (a class at position 0, a code elsewhere), the same rule for every model.
 
 Metrics (all paired: same test sequences, orders, classes and random streams for every model).
     NELBO      `nelbo_bits_per_token` on the test sequences, bits per token of the joint sequence.
