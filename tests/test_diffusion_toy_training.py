@@ -61,31 +61,6 @@ def test_load_or_train_reuses_complete_runs(chain, tmp_path, monkeypatch):
         assert torch.equal(a, b)
 
 
-def test_side_by_side_training_gives_the_weights_of_one_process(chain, tmp_path, monkeypatch):
-    monkeypatch.setenv("UNIF2ACE_CACHE", str(tmp_path))
-    config = DN.ToyTrainConfig(steps=12, batch_size=64, warmup=4)       # quick's model size
-    data = chain.sample(256, torch.Generator().manual_seed(0))
-    args = (data, chain.n_real + 1, chain.mask_id, D.CosineSchedule(), config)
-    variants = ["mgm", "d3diff_0.01", "score_untied"]
-    DN.load_or_train("mgm", *args, cache_key="k")                     # one already cached
-    models, logs = DN.load_or_train_many(variants, *args, cache_key="k", workers=2)
-    assert [logs[v]["cached"] for v in variants] == [True, False, False]
-    assert all(logs[v]["steps"] == 12 for v in variants)
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)                    # the caller's thread count does not matter
-    try:
-        for v in variants:                                   # in this process
-            alone, log = DN.train_denoiser(v, *args)
-            assert torch.get_num_threads() == 2              # restored after training
-            assert log["loss"] == logs[v]["loss"], v
-            for key, value in alone.state_dict().items():
-                assert torch.equal(value, models[v].state_dict()[key]), (v, key)
-    finally:
-        torch.set_num_threads(n)
-    again, logs = DN.load_or_train_many(variants, *args, cache_key="k", workers=2)
-    assert all(logs[v]["cached"] for v in variants)
-
-
 def test_training_stops_on_steps_and_warns_when_the_time_limit_cuts_it(chain):
     data = chain.sample(64, torch.Generator().manual_seed(0))
     small = dict(d_model=16, n_layers=1, n_heads=2, batch_size=8)

@@ -88,8 +88,8 @@ class ToyTrainConfig:
     seed: int = 0
 
 
-# Sizes of the toy ablation per profile (notebook 04). quick: ~18 s per model (~30 ms/step on one
-# thread; load_or_train_many runs one per core); step-bound, max_seconds is a safety net.
+# Sizes of the toy ablation per profile (notebook 04). quick: ~25 s per model on 2 free cores
+# (~40 ms/step); step-bound, max_seconds is a safety net.
 TOY_SIZES = {
     "quick": ToyTrainConfig(steps=600, max_seconds=400.0),
     "cpu": ToyTrainConfig(steps=4000, max_seconds=600.0, d_model=128, n_layers=3),
@@ -102,19 +102,7 @@ def train_denoiser(variant: str, data: Tensor, vocab_size: int, mask_id: int,
                    schedule: Schedule, config: ToyTrainConfig) -> tuple[TinyDenoiser, dict]:
     """Train a TinyDenoiser on `data` (N, L) with one loss variant. Stops on steps or seconds.
 
-    Returns the model (eval mode) and a log {'loss': [...], 'steps': n, 'seconds': s}.
-    Trains on ONE torch thread: a toy step is overhead-bound (as fast as with two), and the
-    weights then do not depend on the machine's thread count or on `load_or_train_many`."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _train(variant, data, vocab_size, mask_id, schedule, config)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train(variant: str, data: Tensor, vocab_size: int, mask_id: int, schedule: Schedule,
-           config: ToyTrainConfig) -> tuple[TinyDenoiser, dict]:
+    Returns the model (eval mode) and a log {'loss': [...], 'steps': n, 'seconds': s}."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model = TinyDenoiser(vocab_size, data.shape[1], config.d_model, config.n_layers,
@@ -141,78 +129,24 @@ def _train(variant: str, data: Tensor, vocab_size: int, mask_id: int, schedule: 
     return model, {"loss": losses, "steps": step, "seconds": time.perf_counter() - start}
 
 
-def _cache_path(variant: str, config: ToyTrainConfig, cache_key: str, schedule: Schedule):
-    from .. import runtime
-
-    recipe = dataclasses.replace(config, max_seconds=0.0)       # the time limit is not a recipe
-    tag = hashlib.sha1(repr((variant, recipe, cache_key, repr(schedule))).encode()).hexdigest()[:12]
-    return runtime.cache_dir("diffusion_toy") / f"{variant}-{tag}.safetensors"
-
-
-def _load(path, vocab_size: int, length: int, config: ToyTrainConfig) -> tuple[TinyDenoiser, dict]:
-    from .. import runtime
-
-    tensors, meta = runtime.load_safetensors(path)
-    model = TinyDenoiser(vocab_size, length, config.d_model, config.n_layers, config.n_heads)
-    model.load_state_dict(tensors)
-    return model.eval(), meta["log"]
-
-
-def _is_cached(variant: str, config: ToyTrainConfig, cache_key: str, schedule: Schedule) -> bool:
-    from .. import runtime
-
-    path = _cache_path(variant, config, cache_key, schedule)
-    return path.is_file() and runtime.load_safetensors(path)[1]["log"]["steps"] == config.steps
-
-
 def load_or_train(variant: str, data: Tensor, vocab_size: int, mask_id: int, schedule: Schedule,
                   config: ToyTrainConfig, cache_key: str) -> tuple[TinyDenoiser, dict]:
     """`train_denoiser` through the artifact cache: same (variant, config, key) -> same weights."""
     from .. import runtime
 
-    path = _cache_path(variant, config, cache_key, schedule)
-    if _is_cached(variant, config, cache_key, schedule):         # complete runs only
-        model, log = _load(path, vocab_size, data.shape[1], config)
-        return model, dict(log, cached=True)
+    recipe = dataclasses.replace(config, max_seconds=0.0)       # the time limit is not a recipe
+    tag = hashlib.sha1(repr((variant, recipe, cache_key, repr(schedule))).encode()).hexdigest()[:12]
+    path = runtime.cache_dir("diffusion_toy") / f"{variant}-{tag}.safetensors"
+    meta = runtime.load_safetensors(path)[1] if path.is_file() else None
+    if meta is not None and meta["log"]["steps"] == config.steps:   # reuse complete runs only
+        tensors, meta = runtime.load_safetensors(path)
+        model = TinyDenoiser(vocab_size, data.shape[1], config.d_model, config.n_layers,
+                             config.n_heads)
+        model.load_state_dict(tensors)
+        return model.eval(), dict(meta["log"], cached=True)
     model, log = train_denoiser(variant, data, vocab_size, mask_id, schedule, config)
     runtime.save_safetensors(model.state_dict(), path, {"log": log})
     return model, dict(log, cached=False)
-
-
-def _train_into_cache(args: tuple) -> None:
-    """Worker of load_or_train_many: the run lands in the artifact cache."""
-    load_or_train(*args)
-
-
-def load_or_train_many(variants: list[str], data: Tensor, vocab_size: int, mask_id: int,
-                       schedule: Schedule, config: ToyTrainConfig, cache_key: str,
-                       workers: int | None = None) -> tuple[dict, dict]:
-    """`load_or_train` for several variants: ({variant: model}, {variant: log}).
-
-    A toy step is overhead-bound (~30 ms with one thread or two), so the missing variants train
-    side by side, one single-threaded process per core (`workers`, default torch's thread count),
-    and are then read back from the cache. The weights do not depend on this: every run is seeded
-    alone and trains on one thread either way (tests/test_diffusion_toy_training)."""
-    import concurrent.futures
-    import multiprocessing
-
-    missing = [v for v in variants if not _is_cached(v, config, cache_key, schedule)]
-    workers = min(len(missing), workers or torch.get_num_threads())
-    if workers > 1:
-        jobs = [(v, data, vocab_size, mask_id, schedule, config, cache_key) for v in missing]
-        with concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            list(pool.map(_train_into_cache, jobs))        # re-raises a worker's error
-    models, logs = {}, {}
-    for v in variants:
-        if workers > 1 and v in missing:      # trained just now (a time-limited run included)
-            models[v], log = _load(_cache_path(v, config, cache_key, schedule), vocab_size,
-                                   data.shape[1], config)
-        else:
-            models[v], log = load_or_train(v, data, vocab_size, mask_id, schedule, config,
-                                           cache_key)
-        logs[v] = dict(log, cached=v not in missing)
-    return models, logs
 
 
 def as_denoiser(model: nn.Module):

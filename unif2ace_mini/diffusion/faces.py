@@ -6,8 +6,8 @@ token is one attribute's value (hair colour by default), so one denoiser models 
 p(class, image), and class-conditioned generation is inpainting: fix position 0 and unmask the
 rest (every sampler leaves given tokens alone). Vocabulary: [codes | class tokens | MASK].
 
-Models. The toy ablation's TinyDenoiser and training loop (`denoiser.load_or_train_many`),
-unchanged: same data order, same steps, only the loss differs. At evaluation a position may only take its
+Models. The toy ablation's TinyDenoiser and training loop (`denoiser.load_or_train`), unchanged:
+same data order, same steps, only the loss differs. At evaluation a position may only take its
 legal tokens (a class at position 0, a code elsewhere), the same rule for every model.
 
 Metrics (all paired: same test sequences, orders, classes and random streams for every model).
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .denoiser import ToyTrainConfig, load_or_train_many
+from .denoiser import ToyTrainConfig, load_or_train
 from .likelihood import LOG2, NelboEstimate, nelbo_bits_per_token
 from .samplers import SampleResult, ancestral_sample, maskgit_sample
 from .schedules import CosineSchedule
@@ -159,10 +159,13 @@ def weights_digest(module: nn.Module) -> str:
 
 def train_face_models(tokens: FaceTokens, config: FaceConfig,
                       variants=FACE_VARIANTS) -> tuple[dict[str, nn.Module], dict[str, dict]]:
-    """One TinyDenoiser per loss variant, through the artifact cache (same data order, steps),
-    trained side by side (`load_or_train_many`)."""
-    return load_or_train_many(list(variants), tokens.train, tokens.vocab_size, tokens.mask_id,
-                              CosineSchedule(), config.train, cache_key=f"faces-{tokens.key}")
+    """One TinyDenoiser per loss variant, through the artifact cache (same data order, steps)."""
+    models, logs = {}, {}
+    for variant in variants:
+        models[variant], logs[variant] = load_or_train(
+            variant, tokens.train, tokens.vocab_size, tokens.mask_id, CosineSchedule(),
+            config.train, cache_key=f"faces-{tokens.key}")
+    return models, logs
 
 
 def face_denoiser(model: nn.Module, tokens: FaceTokens):
