@@ -12,6 +12,8 @@ Question vs answer: no separator token. The question is the text as written (Syn
 questions end in "?"), the answer is tokenised as " " + answer (a new word), and only the answer
 tokens and <|eot|> carry loss. Captioning is an mmu example with an empty question
 (CAPTION_QUESTION): the text right after <|sot|> is the caption, and all of it carries loss.
+A VQA row may go on with more turns about the same image, `<|sot|> question answer <|eot|>` each
+(`mmu_dialogue`, TrainConfig.vqa_turns); its first turn is laid out exactly as a single question.
 
 Labels are aligned with the logits (labels[i] is what logits[i] should predict; IGNORE = -100):
     t2i  image columns hold the clean image ids x0 (unshifted: the trainer masks some of them
