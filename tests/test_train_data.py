@@ -7,25 +7,13 @@ import torch
 
 from unif2ace_mini.model import MMU, T2I, ModelConfig, UniFace
 from unif2ace_mini.model.sequences import IGNORE
-from unif2ace_mini.tokenizers import Vocabulary, train_text_tokenizer
-from unif2ace_mini.training import (BatchStream, IndexStream, TrainConfig, TrainingData, add_cli,
-                                    joint_loss, load_or_encode_codes, step_generator, train)
+from unif2ace_mini.training import (BatchStream, IndexStream, TrainConfig, add_cli, joint_loss,
+                                    load_or_encode_codes, step_generator, train)
 from unif2ace_mini.training.loop import text_loss
 
-CAPTIONS = ["A portrait of a person. They have red hair.", "A face. Blue eyes and a hat.",
-            "A headshot. Green eyes. The person frowns."]
-
-
 @pytest.fixture(scope="module")
-def data():
-    records = [{"caption": CAPTIONS[i % 3],
-                "vqa": [{"question": "Is the person happy?", "answer": ["yes", "no"][i % 2]},
-                        {"question": "Eye colour?", "answer": ["red", "blue", "green"][i % 3]}]}
-               for i in range(12)]
-    tok = train_text_tokenizer(CAPTIONS * 3 + ["Is the person happy? yes no",
-                                               "Eye colour? red blue green"], vocab_size=300)
-    codes = torch.tensor([[i % 3, 3 + i % 3, 6, 7 + i % 2] for i in range(12)])
-    return TrainingData(records, codes, tok, Vocabulary.from_tokenizers(tok, 16), "tiny-test")
+def data(tiny_training_data):
+    return tiny_training_data
 
 
 MC = ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=40)
