@@ -39,7 +39,7 @@ class OracleConfig:
     n_pool: int = 12000           # extra labelled renders the oracle trains on (besides train)
     batch_size: int = 128
     lr: float = 3e-3
-    max_steps: int = 600          # quick: step-bound, ~80 s on 2 free cores (~130 ms/step)
+    max_steps: int = 600          # quick: step-bound, 25 s on 2 quiet cores (41 ms/step)
     max_seconds: float = 400.0    # a safety net for slow machines (a warning says it fired)
     seed: int = 0
 

@@ -88,8 +88,8 @@ class ToyTrainConfig:
     seed: int = 0
 
 
-# Sizes of the toy ablation per profile (notebook 04). quick: ~25 s per model on 2 free cores
-# (~40 ms/step); step-bound, max_seconds is a safety net.
+# Sizes of the toy ablation per profile (notebook 04). quick: ~7 s per model on 2 quiet cores
+# (12 ms/step; ~25 s on a shared machine); step-bound, max_seconds is a safety net.
 TOY_SIZES = {
     "quick": ToyTrainConfig(steps=600, max_seconds=400.0),
     "cpu": ToyTrainConfig(steps=4000, max_seconds=600.0, d_model=128, n_layers=3),

@@ -92,7 +92,7 @@ class TextTokenizerConfig:
 
 TOKENIZER_CONFIGS: dict[str, ImageTokenizerConfig] = {
     # 32 px -> 8x8 = 64 tokens. Step-bound (the time limit is only a safety net), so every
-    # machine trains the same tokenizer: 900 steps, ~2.3 min on 2 free cores (~150 ms/step).
+    # machine trains the same tokenizer: 900 steps, 41 s on 2 quiet cores (46 ms/step).
     "quick": ImageTokenizerConfig(max_steps=900, max_seconds=600.0),
     # 64 px -> 8x8 = 64 tokens (keeps the CPU transformer's sequences short), wider and longer.
     "cpu": ImageTokenizerConfig(image_size=64, downsample=8, codebook_size=1024, width=128,

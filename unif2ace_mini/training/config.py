@@ -77,7 +77,7 @@ class TrainConfig:
 
 
 TRAIN_CONFIGS: dict[str, TrainConfig] = {
-    # 450 steps of batch 32 x 128 tokens: ~165 s on 2 free cores (~0.37 s/step). Step-bound:
+    # 450 steps of batch 32 x 128 tokens: 115 s on 2 quiet cores (0.26 s/step). Step-bound:
     # the time limit is only a safety net for slow machines. VQA rows ask as many of their face's
     # questions as fit (~4 of 8): VQA 0.467 -> 0.536 at equal steps (benchmarks/quick_recipe.py).
     "quick": TrainConfig(max_steps=450, max_seconds=600.0, vqa_turns=8),
