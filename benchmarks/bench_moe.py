@@ -38,7 +38,9 @@ from unif2ace_mini.model.moe_config import SequenceMoEConfig, TokenMoEConfig
 from unif2ace_mini.model.transformer import UniFace
 from unif2ace_mini.tokenizers.vocab import Vocabulary
 from unif2ace_mini.training.config import TrainConfig
-from unif2ace_mini.training.loop import joint_loss, param_groups, step_generator
+from unif2ace_mini.training.loop import joint_loss, step_generator
+
+from training_step import training_step
 
 RESULTS = Path(__file__).parent / "results" / "bench_moe.json"
 TARGET = 0.7
@@ -120,18 +122,9 @@ def build(variant: str, vocab: Vocabulary) -> UniFace:
 def make_step(model: UniFace, batch: dict, features: dict):
     """One training step as training/loop.py runs it: joint_loss (D3Diff on t2i rows, CE on mmu
     answers, + balance losses), backward, gradient clipping, AdamW on its parameter groups."""
-    config = TrainConfig()
-    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
-                                  betas=config.betas)
-    wrapped = WithFeatures(model, features)
-
-    def step() -> None:
-        loss, _ = joint_loss(wrapped, batch, config, step_generator(config.seed, 0))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-    return step
+    config, wrapped = TrainConfig(), WithFeatures(model, features)
+    return training_step(
+        model, lambda: joint_loss(wrapped, batch, config, step_generator(config.seed, 0))[0], config)
 
 
 def main() -> None:

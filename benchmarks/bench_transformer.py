@@ -25,21 +25,21 @@ image tokenizer (32 px, 8x8 = 64 tokens, 512 codes): images/s of generate.genera
 (64 questions, greedy, KV cache, max_new_tokens 12), plus time_decoding's cached vs uncached
 ms per token for the same 64 prompts.
 
-Findings (torch 2.13 CPU, transformers 5.23, 2 threads, GOMP_SPINCOUNT=10000, on a 2-core
-machine shared with a notebook run: load average 2.7 at start, 3.8 at the end, so absolute
-numbers are ~2x a free machine's; the interleaved ratios are the robust part):
-  * quick shape (d=128, 4 layers, len 128): ours 5,769 tokens/s (710 ms/step) vs Llama 4,675
-    (876 ms/step): ours / Llama = 1.20 (CPU time 1.20). Target (>= 0.9) met.
-  * d=256, 6 layers, len 112: ours 1,778 vs Llama 1,374 tokens/s: 1.29 (CPU time 1.28). Met.
+Findings (torch 2.13 CPU, transformers 5.23, 2 threads, GOMP_SPINCOUNT=10000, a quiet 2-core
+machine, 2026-12-02; the stored json. An earlier run on the same machine shared with a notebook run,
+load 2.7-3.8, measured about half these speeds and ratios 1.20 / 1.29: the ratios are the robust part):
+  * quick shape (d=128, 4 layers, len 128): ours 13,338 tokens/s (307 ms/step) vs Llama 10,493
+    (390 ms/step): ours / Llama = 1.31 (CPU time 1.27). Target (>= 0.9) met.
+  * d=256, 6 layers, len 112: ours 3,688 vs Llama 2,708 tokens/s: 1.36 (CPU time 1.35). Met.
   * Same d_ff gives Llama's SwiGLU 1.5x the FFN matmuls (1.44M vs 1.19M, 7.09M vs 5.53M
     parameters), and joint_loss computes logits only at the ~1/3 of positions a loss reads.
     A side probe without both advantages (our model, full logits + next-token CE on random
-    ids, vs Llama with d_ff 683 = parameter-matched) at d=256: 1,684 vs 1,498 tokens/s, ours
-    still ~1.1x.
+    ids, vs Llama with d_ff 683 = parameter-matched) at d=256, on the shared machine: 1,684 vs
+    1,498 tokens/s, ours still ~1.1x.
   * generation (MaskGIT 16 steps, w=2, 16 prompts, 32 network passes + VQ decoding):
-    3.46 images/s (4.6 s per batch).
+    9.9 images/s.
   * answers (64 questions, greedy, KV cache, 12 tokens: random weights never emit <|eot|>):
-    76.4 answers/s (0.84 s); per decoding step 68 ms cached vs 316 ms uncached (4.6x).
+    300 answers/s; per decoding step 17 ms cached vs 118 ms uncached (7.0x).
 Writes benchmarks/results/bench_transformer.json.
 """
 
@@ -68,8 +68,10 @@ from unif2ace_mini.tokenizers import (ImageTokenizerConfig, PlainVQTokenizer, Vo
 from unif2ace_mini.training import TrainingData
 from unif2ace_mini.training.config import TRAIN_CONFIGS
 from unif2ace_mini.training.data import BatchStream
-from unif2ace_mini.training.loop import joint_loss, param_groups, step_generator
+from unif2ace_mini.training.loop import joint_loss, step_generator
 from unif2ace_mini.understand import answer, decode_batches, image_token_ids, time_decoding
+
+from training_step import training_step
 
 RESULTS = Path(__file__).parent / "results" / "bench_transformer.json"
 TARGET = 0.9                       # ours / llama tokens/s
@@ -124,29 +126,14 @@ def build_llama(config: ModelConfig, vocab: Vocabulary, length: int) -> LlamaFor
 def our_step(model: UniFace, batch: dict):
     """training/loop.py's step: joint_loss, backward, gradient clipping, AdamW."""
     tc = TRAIN_CONFIGS["quick"]
-    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=tc.betas)
-
-    def step() -> None:
-        loss, _ = joint_loss(model, batch, tc, step_generator(tc.seed, 0))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-    return step
+    return training_step(model, lambda: joint_loss(model, batch, tc, step_generator(tc.seed, 0))[0],
+                         tc)
 
 
 def llama_step(model: LlamaForCausalLM, ids: torch.Tensor):
     """Causal LM loss over ids (B, L) (labels = ids, shifted inside), backward, clipping, AdamW."""
-    tc = TRAIN_CONFIGS["quick"]
-    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=tc.betas)
-
-    def step() -> None:
-        loss = model(input_ids=ids, labels=ids).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-    return step
+    return training_step(model, lambda: model(input_ids=ids, labels=ids).loss,
+                         TRAIN_CONFIGS["quick"])
 
 
 # --- training throughput ------------------------------------------------------------------------
