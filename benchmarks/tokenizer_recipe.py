@@ -38,8 +38,8 @@ import torch
 from unif2ace_mini import profiles, runtime
 from unif2ace_mini.data.build import build_or_load, render_pool
 from unif2ace_mini.data.dataset import load_tensors, to_unit_range
-from unif2ace_mini.data.oracle import evaluate_oracle, load_or_train_oracle
-from unif2ace_mini.tokenizers import build_image_tokenizer
+from unif2ace_mini.data.oracle import load_or_train_oracle
+from unif2ace_mini.tokenizers import attribute_retention, build_image_tokenizer
 from unif2ace_mini.tokenizers.train import train_image_tokenizer
 
 RESULTS = Path(__file__).parent / "results" / "tokenizer_recipe.json"
@@ -56,11 +56,21 @@ RECIPES: dict[str, dict] = {
     "width96": {"width": 96},
     "width96_1block": {"width": 96, "n_res_blocks": 1, "lr": 3e-3},
     "width96_codes1024": {"width": 96, "codebook_size": 1024, "lr": 3e-3},
+    "floor32": {"min_channels": 32},
+    "floor48": {"min_channels": 48},
+    "floor32_lr3e-3": {"min_channels": 32, "lr": 3e-3},
+    "floor48_lr3e-3": {"min_channels": 48, "lr": 3e-3},
+    "landed_seed1": {"seed": 1},
+    "floor32_seed1": {"min_channels": 32, "seed": 1},
+    "floor48_seed1": {"min_channels": 48, "seed": 1},
+    # cpu profile (64 px), relative to TOKENIZER_CONFIGS["cpu"] (8x8 grid: 0.805 at 12,000 steps)
+    "cpu_grid16": {"profile": "cpu", "downsample": 4, "width": 64, "max_steps": 3000},
 }
 
 
-def run_recipe(name: str, profile, train_images, val, acc_originals, oracle) -> dict:
+def run_recipe(name: str, profile, train_images, val, oracle) -> dict:
     changes = dict(RECIPES[name])
+    changes.pop("profile", None)
     extra = changes.pop("extra_images", 0)
     images = train_images
     if extra:
@@ -72,11 +82,11 @@ def run_recipe(name: str, profile, train_images, val, acc_originals, oracle) -> 
     start = time.perf_counter()
     history = train_image_tokenizer(tokenizer, images, progress=False)
     seconds = time.perf_counter() - start
-    with torch.no_grad():
-        acc = evaluate_oracle(oracle, tokenizer.reconstruct(val["x"]), val["labels"])
-    losses = sorted((acc[g] - acc_originals[g], g) for g in acc if g != "mean")
+    kept = attribute_retention(oracle, tokenizer, val["x"], val["labels"])
+    acc, originals = kept["reconstructions"], kept["originals"]
+    losses = sorted((acc[g] - originals[g], g) for g in acc if g != "mean")
     return {"changes": RECIPES[name], "steps": history["steps"], "seconds": round(seconds, 1),
-            "retention": round(acc["mean"] / acc_originals["mean"], 4),
+            "retention": round(kept["retention"], 4),
             "largest_losses": {g: round(d, 3) for d, g in losses[:5]}}
 
 
@@ -89,8 +99,9 @@ def print_table(results: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--recipes", default=",".join(RECIPES),
-                        help=f"comma-separated, from {list(RECIPES)}")
+    parser.add_argument("--recipes", help=f"comma-separated, from {list(RECIPES)} (default: "
+                        "every quick recipe; cpu ones build the cpu data and oracle first)",
+                        default=",".join(n for n, r in RECIPES.items() if "profile" not in r))
     parser.add_argument("--table", action="store_true", help="print the stored results only")
     args = parser.parse_args()
     stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
@@ -101,19 +112,21 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown recipes {unknown}; choose from {list(RECIPES)}")
 
-    profile = profiles.get_profile("quick")
-    runtime.setup(0, threads=profile.threads)
-    path = build_or_load(profile.data)
-    train_images = to_unit_range(load_tensors(path, "train")["images"])
-    val_tensors = load_tensors(path, "validation")
-    val = {"x": to_unit_range(val_tensors["images"]), "labels": val_tensors["labels"]}
-    oracle, _ = load_or_train_oracle(profile)
-    acc_originals = evaluate_oracle(oracle, val["x"], val["labels"])
-    for name in names:
-        stored[name] = run_recipe(name, profile, train_images, val, acc_originals, oracle)
-        print(name, json.dumps(stored[name]), flush=True)
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps(stored, indent=1) + "\n")
+    for profile_name in dict.fromkeys(RECIPES[n].get("profile", "quick") for n in names):
+        profile = profiles.get_profile(profile_name)
+        runtime.setup(0, threads=profile.threads)
+        path = build_or_load(profile.data)
+        train_images = to_unit_range(load_tensors(path, "train")["images"])
+        val_tensors = load_tensors(path, "validation")
+        val = {"x": to_unit_range(val_tensors["images"]), "labels": val_tensors["labels"]}
+        oracle, _ = load_or_train_oracle(profile)
+        for name in names:
+            if RECIPES[name].get("profile", "quick") != profile_name:
+                continue
+            stored[name] = run_recipe(name, profile, train_images, val, oracle)
+            print(name, json.dumps(stored[name]), flush=True)
+            RESULTS.parent.mkdir(exist_ok=True)
+            RESULTS.write_text(json.dumps(stored, indent=1) + "\n")
     print_table({n: stored[n] for n in names})
 
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from unif2ace_mini.model import (MMU, T2I, ModelConfig, SequenceBuilder, UniFace,
                                  condition_mask, task_from_ids)
+from unif2ace_mini.model.attention import image_position_ids
 from unif2ace_mini.tokenizers import Vocabulary, train_text_tokenizer
 
 QUESTIONS = ["Is the person smiling?", "What colour are the eyes?"]
@@ -66,10 +67,47 @@ def decode_matches_full_forward(model, vocab, builder, steps=5):
     return ids, cache
 
 
-@pytest.mark.parametrize("positions", ["rope", "learned"])
-def test_kv_cache_decoding_equals_full_forward(setup, positions):
+@pytest.mark.parametrize("positions,image_positions", [("rope", 0), ("learned", 0),
+                                                        ("rope", N_IMG)])
+def test_kv_cache_decoding_equals_full_forward(setup, positions, image_positions):
     vocab, builder = setup
-    decode_matches_full_forward(tiny(vocab, positions=positions), vocab, builder)
+    decode_matches_full_forward(tiny(vocab, positions=positions, image_positions=image_positions),
+                                vocab, builder)
+
+
+def test_image_position_ids_count_inside_each_image():
+    vocab = Vocabulary(n_text=10, n_image_codes=4)
+    soi, eoi, t = vocab.special_id("soi"), vocab.special_id("eoi"), 3
+    img = vocab.image_ids(torch.tensor([0, 1, 2]))
+    ids = torch.tensor([[t, soi, *img, eoi, t, soi, *img[:2], eoi],
+                        [soi, vocab.mask_id, vocab.mask_id, eoi, t, t, t, t, t, t, t]])
+    assert image_position_ids(ids, vocab).tolist() == [
+        [-1, -1, 0, 1, 2, -1, -1, -1, 0, 1, -1],
+        [-1, 0, 1, -1, -1, -1, -1, -1, -1, -1, -1]]
+
+
+def test_image_position_embedding_tells_masked_cells_apart(setup):
+    """An all-MASK image: with image_positions every cell gets its own embedding, and the
+    embedding lands on image rows only (the caption's logits are the same with or without it)."""
+    vocab, builder = setup
+    batch = builder.t2i_batch(["A face."])
+    batch[0, -1 - N_IMG:-1] = vocab.mask_id
+    plain, with_cells = tiny(vocab), tiny(vocab, image_positions=N_IMG)
+    missing, unexpected = with_cells.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["image_pos_embed.weight"] and not unexpected
+    with torch.no_grad():
+        with_cells.image_pos_embed.weight.normal_(std=1.0)
+        a, b = plain(batch).logits[0], with_cells(batch).logits[0]
+    image = slice(-1 - N_IMG, -1)
+    torch.testing.assert_close(a[:-1 - N_IMG], b[:-1 - N_IMG])            # text: unchanged
+    assert not torch.allclose(a[image], b[image])
+    cells = b[image]
+    assert all(not torch.allclose(cells[i], cells[j]) for i in range(N_IMG)
+               for j in range(i + 1, N_IMG))
+    with pytest.raises(ValueError, match="image_positions"):
+        tiny(vocab, image_positions=N_IMG - 1)(batch)
+    with pytest.raises(ValueError, match="image_positions must be >= 0"):
+        ModelConfig(image_positions=-1)
 
 
 def test_kv_cache_with_a_sequence_level_slot(setup):
@@ -171,7 +209,7 @@ def test_bad_inputs(setup):
 @pytest.mark.parametrize("tie", [False, True])
 def test_save_and_load(setup, tmp_path, tie):
     vocab, builder = setup
-    model = tiny(vocab, tie_embeddings=tie, positions="learned")
+    model = tiny(vocab, tie_embeddings=tie, positions="learned", image_positions=N_IMG)
     batch = builder.t2i_batch(["A face.", None])
     model.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["model_config"]["tie_embeddings"] \

@@ -205,3 +205,37 @@ def test_dead_code_share_and_psnr_known_cases():
     assert psnr(x, x + 0.2) == pytest.approx(20.0)  # 10 log10(4 / 0.04)
     with pytest.raises(ValueError, match="shape"):
         psnr(x, x[:1])
+
+
+def test_attribute_retention_is_the_ratio_of_oracle_accuracies():
+    """A stand-in oracle reads each group's label from the sign of one pixel; a 'tokenizer'
+    that zeroes half of those pixels keeps exactly the groups whose label it leaves readable."""
+    from unif2ace_mini.data.groups import TAXONOMY
+    from unif2ace_mini.tokenizers import attribute_retention
+
+    G = len(TAXONOMY.names)
+
+    class SignOracle:
+        def predict_labels(self, images):                    # group g <- pixel (0, 0, g)
+            return (images[:, 0, 0, :G] > 0).long()
+
+    class Tokenizer:
+        def __init__(self, keep):
+            self.keep = keep
+
+        def reconstruct(self, images):
+            out = images.clone()
+            out[:, 0, 0, self.keep:G] = -1.0                 # groups >= keep read as label 0
+            return out
+
+    torch.manual_seed(0)
+    labels = torch.randint(0, 2, (64, G))
+    images = torch.zeros(64, 3, 4, G)
+    images[:, 0, 0, :] = labels.float() * 2 - 1
+    full = attribute_retention(SignOracle(), Tokenizer(G), images, labels)
+    assert full["retention"] == 1.0 and full["originals"]["mean"] == 1.0
+    half = attribute_retention(SignOracle(), Tokenizer(G // 2), images, labels)
+    expected = (G // 2 + (labels[:, G // 2:] == 0).float().mean(0).sum().item()) / G
+    assert half["retention"] == pytest.approx(expected, abs=1e-6)
+    assert half["reconstructions"][TAXONOMY.names[-1]] == pytest.approx(
+        (labels[:, -1] == 0).float().mean().item())

@@ -14,7 +14,8 @@ def data(tiny_training_data):
     return tiny_training_data
 
 
-MC = ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=40, dropout=0.1)
+MC = ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=40, dropout=0.1,
+                 image_positions=4)
 TC = TrainConfig(batch_size=8, max_steps=6, warmup_steps=2, lr=3e-3, ema_decay=0.9,
                  checkpoint_every=100)
 
@@ -42,6 +43,12 @@ def test_resume_refuses_a_different_run(data, tmp_path):
     with pytest.raises(ValueError, match="d_model"):
         train("quick", tmp_path, resume=True, model_config=MC.replace(d_model=64),
               train_config=TC.replace(max_steps=2), data=data, progress=False)
+
+
+def test_image_positions_must_match_the_tokens_per_image(data, tmp_path):
+    with pytest.raises(ValueError, match="image_positions = 64, but the image tokenizer gives 4"):
+        train("quick", tmp_path, model_config=MC.replace(image_positions=64),
+              train_config=TC.replace(max_steps=1), data=data, progress=False)
 
 
 def test_time_limit_stops_training(data, tmp_path):

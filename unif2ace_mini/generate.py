@@ -247,6 +247,7 @@ class Pipeline:
 
 
 def builder_for(model, text_tokenizer, image_tokenizer) -> SequenceBuilder:
+    model.config.check_image_tokens(image_tokenizer.grid ** 2)
     return SequenceBuilder(text_tokenizer, model.vocab, model.config.max_len,
                            image_tokenizer.grid ** 2)
 

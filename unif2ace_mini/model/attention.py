@@ -57,6 +57,16 @@ def omni_attention_mask(input_ids: Tensor, vocab) -> Tensor:
     return torch.where(real[:, :, None], allowed, eye[None])                  # pad row: itself
 
 
+def image_position_ids(input_ids: Tensor, vocab) -> Tensor:
+    """(B, L) index of each image row inside its own <|soi|> ... <|eoi|> segment (0, 1, ...),
+    -1 on every other position."""
+    in_image, _ = image_segments(input_ids, vocab)
+    seen = in_image.long().cumsum(-1)                                        # image rows so far
+    soi = input_ids == vocab.special_id("soi")
+    before = torch.where(soi, seen, torch.zeros_like(seen)).cummax(-1).values  # at the segment start
+    return torch.where(in_image, seen - before - 1, torch.full_like(seen, -1))
+
+
 def position_ids(input_ids: Tensor, vocab) -> Tensor:
     """(B, L) position of each token among its row's real tokens (pads get their neighbour's)."""
     real = (input_ids != vocab.pad_id).long()

@@ -15,6 +15,12 @@ layer) from N(0, init_std) like every other row. "codebook:<profile>" starts the
 profile's image tokenizer codebook (K, D) through a fixed orthonormal projection to d_model,
 rescaled to init_std: codes that look alike start alike, instead of 512 unrelated vectors the
 model must sort out from scratch (transformer.codebook_embedding).
+
+image_positions: N > 0 adds a learned vector per index 0..N-1 inside an image segment to the
+image rows' embeddings (N = the tokenizer's tokens per image). Rotary positions only say how far
+apart two tokens are, and a t2i image starts wherever its caption ends, so without this a MASK
+token must infer which grid cell it is from distances to <|soi|>, and a question must find a face
+region by distance from itself. Rotary positions stay for everything else.
 """
 
 from __future__ import annotations
@@ -48,10 +54,13 @@ class ModelConfig:
     norm_eps: float = 1e-5
     init_std: float = 0.02
     image_embed_init: str = "normal"   # "normal" | "codebook:<profile>" (see below)
+    image_positions: int = 0        # > 0: a learned embedding per index inside an image (see below)
 
     def __post_init__(self):
         if self.vocab_size is not None and self.vocab_size < 2:
             raise ValueError(f"vocab_size must be >= 2, got {self.vocab_size}")
+        if self.image_positions < 0:
+            raise ValueError(f"image_positions must be >= 0, got {self.image_positions}")
         for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -85,6 +94,13 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    def check_image_tokens(self, n_image_tokens: int) -> None:
+        """A clear error when image_positions does not match the tokens per image."""
+        if self.image_positions and self.image_positions != n_image_tokens:
+            raise ValueError(f"ModelConfig.image_positions = {self.image_positions}, but the image "
+                             f"tokenizer gives {n_image_tokens} tokens per image; set "
+                             f"image_positions={n_image_tokens} (or 0)")
 
     def for_vocab(self, vocab) -> "ModelConfig":
         """This config with vocab_size = vocab.size (a Vocabulary or an int)."""
@@ -122,7 +138,7 @@ class ModelConfig:
         return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
-_OMIT_WHEN_DEFAULT = {"image_embed_init": "normal"}
+_OMIT_WHEN_DEFAULT = {"image_embed_init": "normal", "image_positions": 0}
 
 
 def _from_dict(cls, d: dict):
@@ -141,14 +157,17 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     # 64 image tokens + 59 text tokens. Image-code rows start from the image tokenizer's
     # codebook: at equal steps the change that most made generation read its prompt
     # (image-token bits, true vs shuffled caption, 0.35 apart at 250 steps, 0.00 with the
-    # normal init; benchmarks/quick_recipe.py).
+    # normal init). A learned embedding per grid cell (image_positions) on top: at 450 steps
+    # MGM 4.71 -> 4.47, image-token bits 7.52 -> 7.33, VQA 0.542 -> 0.565 (majority 0.542;
+    # benchmarks/quick_recipe.py, recipes "landed" vs "imgpos").
     "quick": ModelConfig(d_model=128, n_layers=4, n_heads=4, d_ff=512, max_len=128,
-                         image_embed_init="codebook:quick"),
+                         image_embed_init="codebook:quick", image_positions=64),
     # 64 image tokens + up to 155 text tokens: SynthFaces' longest captions fit whole.
-    "cpu": ModelConfig(d_model=256, n_layers=6, n_heads=8, d_ff=1024, max_len=224),
+    "cpu": ModelConfig(d_model=256, n_layers=6, n_heads=8, d_ff=1024, max_len=224,
+                       image_positions=64),
     # 16x16 = 256 image tokens + 187 text tokens.
     "gpu": ModelConfig(d_model=512, n_layers=12, n_heads=8, d_ff=2048, max_len=448,
-                       dropout=0.0),
+                       dropout=0.0, image_positions=256),
     # Phi-1.5 scale (Show-o's LLM): 24 layers, d=2048, 32 heads; 256 image tokens + 251 text.
     "paper": ModelConfig(d_model=2048, n_layers=24, n_heads=32, d_ff=8192, max_len=512),
 }

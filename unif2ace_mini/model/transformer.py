@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from .. import runtime
 from ..tokenizers.vocab import Vocabulary
 from .attention import (KVCache, RotaryEmbedding, SelfAttention, omni_attention_mask,
-                        open_image_segment, position_ids)
+                        image_position_ids, open_image_segment, position_ids)
 from .config import ModelConfig
 from .slots import (DenseFFN, IdentitySequence, build_ffn_slot, build_sequence_slot,
                     condition_mask)
@@ -112,6 +112,8 @@ class UniFace(nn.Module):
             if config.positions == "learned" else None
         self.rotary = RotaryEmbedding(config.head_dim, config.max_len, config.rope_theta) \
             if config.positions == "rope" else None
+        self.image_pos_embed = nn.Embedding(config.image_positions, config.d_model) \
+            if config.image_positions else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = nn.LayerNorm(config.d_model, eps=config.norm_eps)
@@ -129,7 +131,7 @@ class UniFace(nn.Module):
         (its `reset_parameters`), so the dense-vs-MoE ablation starts from comparable streams."""
         std = self.config.init_std
         residual_std = std / (2 * self.config.n_layers) ** 0.5
-        for module in [self.embed, self.pos_embed, self.head]:
+        for module in [self.embed, self.pos_embed, self.image_pos_embed, self.head]:
             if module is not None:
                 nn.init.normal_(module.weight, std=std)
         for block in self.blocks:
@@ -154,6 +156,15 @@ class UniFace(nn.Module):
         image = slice(vocab.image_offset, vocab.image_offset + vocab.n_image_codes)
         self.embed.weight[image] = rows
         self.head.weight[image] = rows
+
+    def _image_position_embedding(self, ids: Tensor) -> Tensor:
+        """(B, L, D): image_pos_embed[index inside the image] on image rows, zero elsewhere."""
+        index = image_position_ids(ids, self.vocab)                                # (B, L)
+        if int(index.max()) >= self.config.image_positions:
+            raise ValueError(f"an image segment holds {int(index.max()) + 1} tokens; the model "
+                             f"has positions for {self.config.image_positions} "
+                             f"(ModelConfig.image_positions)")
+        return self.image_pos_embed(index.clamp(min=0)) * (index >= 0).unsqueeze(-1)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -204,6 +215,8 @@ class UniFace(nn.Module):
         cond = condition_mask(all_ids, task, self.vocab)[:, -length:]             # (B, L)
 
         x = self.embed(input_ids)                                                 # (B, L, D)
+        if self.image_pos_embed is not None:
+            x = x + self._image_position_embedding(all_ids)[:, -length:]
         rotary = None
         if self.pos_embed is not None:
             x = x + self.pos_embed(positions)

@@ -19,7 +19,7 @@ from .config import (TEXT_TOKENIZER_CONFIGS, TOKENIZER_CONFIGS, ImageTokenizerCo
                      TextTokenizerConfig)
 from .image import (ImageTokenizer, PlainVQTokenizer, build_image_tokenizer, check_codes,
                     check_images, images_from_uint8, images_to_uint8)
-from .metrics import code_counts, dead_code_share, perplexity, psnr
+from .metrics import attribute_retention, code_counts, dead_code_share, perplexity, psnr
 from .shapes import coloured_shapes
 from .text import (SPECIAL_TOKENS, add_special_tokens, load_text_tokenizer, special_ids,
                    train_text_tokenizer)
@@ -36,7 +36,7 @@ __all__ = [
     "ImageTokenizerConfig", "TextTokenizerConfig", "TOKENIZER_CONFIGS", "TEXT_TOKENIZER_CONFIGS",
     "ImageTokenizer", "PlainVQTokenizer", "build_image_tokenizer", "load_image_tokenizer",
     "check_images", "check_codes", "images_from_uint8", "images_to_uint8",
-    "psnr", "perplexity", "dead_code_share", "code_counts", "coloured_shapes",
+    "psnr", "perplexity", "attribute_retention", "dead_code_share", "code_counts", "coloured_shapes",
     "SPECIAL_TOKENS", "train_text_tokenizer", "load_text_tokenizer", "add_special_tokens",
     "special_ids", "train_image_tokenizer", "evaluate_image_tokenizer", "Vocabulary",
     "load_or_train_image_tokenizer", "load_or_train_text_tokenizer",

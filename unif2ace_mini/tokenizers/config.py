@@ -23,6 +23,7 @@ class ImageTokenizerConfig:
     codebook_size: int = 512              # K image codes
     code_dim: int = 16                    # codebook vector size; small dims keep more codes alive
     width: int = 64                       # plain: channels at the token grid
+    min_channels: int = 16                # plain: channels never halve below this (full res)
     n_res_blocks: int = 2                 # plain: residual blocks at the token grid
     block_out_channels: tuple[int, ...] = (32, 64, 64)  # diffusers: one block per level
     layers_per_block: int = 1             # diffusers: resnets per block (decoder gets one more)

@@ -225,7 +225,8 @@ class PlainVQTokenizer(ImageTokenizer):
     def __init__(self, config: ImageTokenizerConfig):
         super().__init__(config)
         n_down = config.downsample.bit_length() - 1
-        chans = [max(config.width >> (n_down - i), 16) for i in range(n_down + 1)]  # ... width
+        chans = [max(config.width >> (n_down - i), config.min_channels)
+                 for i in range(n_down + 1)]                                # ... width
         enc = [nn.Conv2d(3, chans[0], 3, padding=1)]
         for c_in, c_out in zip(chans[:-1], chans[1:]):                   # halve H, W each time
             enc += [nn.SiLU(), nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)]

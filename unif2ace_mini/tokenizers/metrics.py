@@ -43,3 +43,18 @@ def perplexity(codes: torch.Tensor, codebook_size: int) -> float:
 def dead_code_share(codes: torch.Tensor, codebook_size: int) -> float:
     """Fraction of the K codes that never occur in `codes`."""
     return float((code_counts(codes, codebook_size) == 0).double().mean())
+
+
+@torch.no_grad()
+def attribute_retention(oracle, tokenizer, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Does a reconstruction keep the attributes? The oracle's mean accuracy on the tokenizer's
+    reconstructions divided by its accuracy on the originals (1.0: nothing lost).
+
+    Returns {"retention": float, "originals": {group: acc, "mean": acc}, "reconstructions": ...}.
+    """
+    from ..data.oracle import evaluate_oracle
+
+    originals = evaluate_oracle(oracle, images, labels)
+    reconstructions = evaluate_oracle(oracle, tokenizer.reconstruct(images), labels)
+    return {"retention": reconstructions["mean"] / originals["mean"],
+            "originals": originals, "reconstructions": reconstructions}

@@ -111,7 +111,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on matrices, not on biases, norms or embedding tables."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        skip = p.dim() < 2 or name.startswith(("embed.", "pos_embed."))
+        skip = p.dim() < 2 or name.startswith(("embed.", "pos_embed.", "image_pos_embed."))
         (no_decay if skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
@@ -165,6 +165,7 @@ def train(profile="quick", out_dir=None, resume: bool = False, max_steps: int | 
     data = data or load_training_data(profile)
     mc = model_config or get_model_config(profile)
     mc = mc if mc.vocab_size is not None else mc.for_vocab(data.vocab)
+    mc.check_image_tokens(data.n_image_tokens)
     data = with_model_features(data, profile, mc)     # sequence MoE: CLIP / face features
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / profile.name / "train"
     ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
