@@ -249,3 +249,16 @@ def test_load_errors(setup, tmp_path):
     (other / "config.json").write_text(json.dumps(desc))
     with pytest.raises(ValueError, match="different models"):
         UniFace.from_pretrained(other)
+
+
+def test_every_profile_fits_its_images_and_cells():
+    """Each profile's model has room for an image of its tokenizer plus text, and one learned
+    cell embedding per image token where it uses them."""
+    from unif2ace_mini.model.config import MODEL_CONFIGS
+    from unif2ace_mini.tokenizers import TOKENIZER_CONFIGS
+
+    for name, mc in MODEL_CONFIGS.items():
+        n = TOKENIZER_CONFIGS[name].tokens_per_image
+        assert mc.max_len >= n + 5 + 32, name
+        mc.check_image_tokens(n)
+    assert MODEL_CONFIGS["quick"].image_positions == 64
