@@ -32,13 +32,13 @@ generation accuracy differences of ~2-3 points are noise; the image-token bits a
     moved VQA (landed recipe, 450 steps, fresh data: 0.467 -> 0.536, majority 0.542; MGM 4.89
     -> 4.72); landed. With fewer caption rows too (mmu_caption_prob 0.1): 0.509, no better.
   * a learned embedding per grid cell on image rows (ModelConfig.image_positions; 2026-12-06,
-    quiet machine, fresh data, recipes "landed" (before it) vs "imgpos"): MGM 4.71 -> 4.47,
-    image-token bits true / shuffled 7.52 / 7.99 -> 7.33 / 7.82, VQA 0.542 -> 0.565 (majority
-    0.542); landed, so "landed" now includes it.
+    fresh data; results "landed_before_imgpos" vs "imgpos"): MGM 4.71 -> 4.47, image-token bits
+    true / shuffled 7.52 / 7.99 -> 7.33 / 7.82, VQA 0.542 -> 0.565 (majority 0.542); landed, so
+    the "landed" recipe now includes it. At 900 steps ("imgpos@900"): VQA 0.617, MGM 4.11.
   * the VQA target (majority + 0.20) is out of reach of this budget: with the WHOLE batch on
-    understanding (t2i_share 0, "mmu_only" / "imgpos_mmu_only") 450 steps reach VQA 0.585 /
-    0.605. Colour questions are learnt (0.58 vs majority 0.27); presence, counting and kind
-    questions (small regions) stay at the majority answer.
+    understanding (t2i_share 0; "mmu_only_before_imgpos" / "imgpos_mmu_only") 450 steps reach
+    VQA 0.585 / 0.605. Colour questions are learnt (0.58 vs majority 0.27); presence, counting
+    and kind questions (small regions) stay at the majority answer.
   * no gain at equal steps: tied embeddings (removes the caption gap), 8 heads, lr 4e-3,
     loss_mmu 3 (VQA +3 points, generation gap gone), batch 16 x 2 steps; shorter captions
     (max_len 96) buy ~30% more steps but weaken the caption -> image signal.
