@@ -159,7 +159,7 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     # (image-token bits, true vs shuffled caption, 0.35 apart at 250 steps, 0.00 with the
     # normal init). A learned embedding per grid cell (image_positions) on top: at 450 steps
     # MGM 4.71 -> 4.47, image-token bits 7.52 -> 7.33, VQA 0.542 -> 0.565 (majority 0.542;
-    # benchmarks/quick_recipe.py, recipes "landed" vs "imgpos").
+    # benchmarks/quick_recipe.py, results "landed_before_imgpos" vs "imgpos").
     "quick": ModelConfig(d_model=128, n_layers=4, n_heads=4, d_ff=512, max_len=128,
                          image_embed_init="codebook:quick", image_positions=64),
     # 64 image tokens + up to 155 text tokens: SynthFaces' longest captions fit whole.
