@@ -26,6 +26,10 @@ each: the same recipe from other initial weights moved by up to 0.007, so smalle
     with width 96 too: 0.886. None reaches 0.90 with a margin; not landed.
   * cpu profile (64 px): "cpu_grid16" keeps 4 px per token as the quick profile does (16x16
     grid, width 64, 3,000 steps) instead of the 8x8 grid that kept 0.805 after 12,000 steps.
+    2026-12-06 (niced, on the slow day): the cpu profile's 1,200 s limit stopped it at 2,167
+    steps (0.55 s/step) with retention 0.830 (oracle 0.982 on originals; emotion -0.53, mouth
+    -0.42, earrings -0.42, eye colour -0.39): a finer grid alone does not reach 0.97 at this
+    budget either; not landed.
   * what is lost is the same in every recipe: eye colour (oracle 0.73 on originals, ~0.30 on
     reconstructions: the iris is about one pixel at 32 px and a 4x4-pixel token spends its bits
     on larger structure), then eyes, head turn, clothing and skin tone (about -0.2 each). An L1
