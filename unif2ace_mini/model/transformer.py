@@ -215,8 +215,8 @@ class UniFace(nn.Module):
         cond = condition_mask(all_ids, task, self.vocab)[:, -length:]             # (B, L)
 
         x = self.embed(input_ids)                                                 # (B, L, D)
-        if self.image_pos_embed is not None:
-            x = x + self._image_position_embedding(all_ids)[:, -length:]
+        if self.image_pos_embed is not None:   # a cached prefix never ends inside an image
+            x = x + self._image_position_embedding(input_ids)
         rotary = None
         if self.pos_embed is not None:
             x = x + self.pos_embed(positions)
