@@ -30,6 +30,15 @@ each: the same recipe from other initial weights moved by up to 0.007, so smalle
     steps (0.55 s/step) with retention 0.830 (oracle 0.982 on originals; emotion -0.53, mouth
     -0.42, earrings -0.42, eye colour -0.39): a finer grid alone does not reach 0.97 at this
     budget either; not landed.
+  * the judge (2026-12-06, second session). Every result above was scored by an oracle trained on
+    clean renders only, which lost 6% of its accuracy to a 3x3 blur (PSNR 24 dB) and 5% to noise
+    at the reconstructions' error: it read exact pixels, so part of the "loss" was the judge's.
+    The oracle now trains on a share of blurred and noised renders (OracleConfig.degrade_share
+    0.5; ~0.01 lower accuracy on clean faces, 0.99 / 0.98 kept under those controls). The same
+    landed tokenizer then keeps 0.920 / 0.926 (seeds 0 / 1) and 0.866 with --clean-oracle: the
+    target is met by the landed recipe with that judge. A stronger judge finds more loss: an
+    oracle trained 900 instead of 600 steps (0.833 instead of 0.805 on clean faces) measured
+    0.895 with degradation and 0.837 without (one-off runs), so the margin is judge-dependent.
   * what is lost is the same in every recipe: eye colour (oracle 0.73 on originals, ~0.30 on
     reconstructions: the iris is about one pixel at 32 px and a 4x4-pixel token spends its bits
     on larger structure), then eyes, head turn, clothing and skin tone (about -0.2 each). An L1
@@ -40,6 +49,7 @@ each: the same recipe from other initial weights moved by up to 0.007, so smalle
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -114,6 +124,10 @@ def main() -> None:
                         "every quick recipe; cpu ones build the cpu data and oracle first)",
                         default=",".join(n for n, r in RECIPES.items() if "profile" not in r))
     parser.add_argument("--table", action="store_true", help="print the stored results only")
+    parser.add_argument("--clean-oracle", action="store_true",
+                        help="judge with an oracle trained on clean renders only (degrade_share "
+                        "0, as every result stored without a suffix before the robust oracle); "
+                        "stored as '<recipe>@clean_oracle'")
     args = parser.parse_args()
     stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     if args.table:
@@ -125,6 +139,8 @@ def main() -> None:
 
     for profile_name in dict.fromkeys(RECIPES[n].get("profile", "quick") for n in names):
         profile = profiles.get_profile(profile_name)
+        if args.clean_oracle:
+            profile = profile.replace(oracle=dataclasses.replace(profile.oracle, degrade_share=0.0))
         runtime.setup(0, threads=profile.threads)
         path = build_or_load(profile.data)
         train_images = to_unit_range(load_tensors(path, "train")["images"])
@@ -134,11 +150,13 @@ def main() -> None:
         for name in names:
             if RECIPES[name].get("profile", "quick") != profile_name:
                 continue
-            stored[name] = run_recipe(name, profile, train_images, val, oracle)
-            print(name, json.dumps(stored[name]), flush=True)
+            key = name + ("@clean_oracle" if args.clean_oracle else "")
+            stored[key] = run_recipe(name, profile, train_images, val, oracle)
+            print(key, json.dumps(stored[key]), flush=True)
             RESULTS.parent.mkdir(exist_ok=True)
             RESULTS.write_text(json.dumps(stored, indent=1) + "\n")
-    print_table({n: stored[n] for n in names})
+    suffix = "@clean_oracle" if args.clean_oracle else ""
+    print_table({n + suffix: stored[n + suffix] for n in names})
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from unif2ace_mini import profiles, runtime
-from unif2ace_mini.data import (TAXONOMY, AttributeOracle, build, evaluate_oracle, load_oracle,
-                                load_tensors, save_oracle, train_oracle)
+from unif2ace_mini.data import (TAXONOMY, AttributeOracle, build, degrade, evaluate_oracle,
+                                gaussian_blur, load_oracle, load_tensors, save_oracle, train_oracle)
 
 DATA = profiles.DataConfig(image_size=32, supersample=2, n_identities=30, n_train=384, n_val=8,
                            n_test=128, n_compositional=8, seed=1)
@@ -85,3 +85,32 @@ def test_training_stops_on_the_time_limit(trained):
     with pytest.warns(RuntimeWarning, match="oracle: the time limit"):
         _, history = train_oracle(quick, path)
     assert history["steps"] < 10_000 and history["seconds"] < 10
+
+
+def test_gaussian_blur_matches_the_hand_computed_kernel():
+    impulse = torch.zeros(2, 1, 9, 9)
+    impulse[:, :, 4, 4] = 1.0
+    out = gaussian_blur(impulse, torch.tensor([0.0, 1.0]))
+    assert torch.allclose(out[0], impulse[0], atol=1e-6)           # sigma 0: unchanged
+    t = torch.arange(-2.0, 3.0)                                     # radius ceil(2 sigma) = 2
+    k = torch.exp(-t ** 2 / 2)
+    k = k / k.sum()
+    expected = torch.zeros(9, 9)
+    expected[2:7, 2:7] = torch.outer(k, k)
+    assert torch.allclose(out[1, 0], expected, atol=1e-6)
+    flat = torch.full((1, 3, 8, 8), 0.3)                            # edge padding keeps a flat image
+    assert torch.allclose(gaussian_blur(flat, torch.tensor([0.9])), flat, atol=1e-6)
+
+
+def test_degrade_touches_only_the_chosen_share():
+    images = torch.rand(400, 3, 8, 8) * 2 - 1
+    same = degrade(images, torch.Generator().manual_seed(0), 0.0, 1.0, 0.1)
+    assert same is images
+    a = degrade(images, torch.Generator().manual_seed(0), 0.5, 1.0, 0.1)
+    b = degrade(images, torch.Generator().manual_seed(0), 0.5, 1.0, 0.1)
+    assert torch.equal(a, b)                                        # the generator fixes it
+    changed = (a != images).flatten(1).any(1).float().mean()
+    assert 0.4 < changed < 0.6
+    assert a.min() >= -1 and a.max() <= 1
+    with pytest.raises(ValueError, match="share"):
+        degrade(images, torch.Generator(), 1.5, 1.0, 0.1)

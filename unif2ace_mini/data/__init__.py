@@ -15,8 +15,8 @@ from .build import SPLITS, build, build_or_load, cache_key, split_sizes
 from .dataset import SynthFacesDataset, load_split, load_taxonomy, load_tensors, to_unit_range
 from .groups import COMPOSITIONAL_PAIRS, TAXONOMY
 from .identities import Identity, make_identity, sample_image_attributes
-from .oracle import (AttributeOracle, evaluate_oracle, load_oracle, load_or_train_oracle,
-                     oracle_path, save_oracle, train_oracle)
+from .oracle import (AttributeOracle, degrade, evaluate_oracle, gaussian_blur, load_oracle,
+                     load_or_train_oracle, oracle_path, save_oracle, train_oracle)
 from .renderer import SUPPORTED_SIZES, render
 from .taxonomy import Group, Rule, Taxonomy
 from .text import make_caption, make_vqa, parse_caption

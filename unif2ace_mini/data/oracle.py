@@ -126,7 +126,9 @@ def train_oracle(profile, data_path: str | os.PathLike | None = None,
         for group in opt.param_groups:
             group["lr"] = lr
         idx = torch.randint(n, (min(cfg.batch_size, n),), generator=gen)
-        x = _augment(to_unit_range(images[idx]), gen).contiguous(memory_format=torch.channels_last)
+        x = _augment(to_unit_range(images[idx]), gen)
+        x = degrade(x, gen, cfg.degrade_share, cfg.blur_sigma, cfg.noise_std)
+        x = x.contiguous(memory_format=torch.channels_last)
         logits = model(x)
         loss = sum(F.cross_entropy(lg, labels[idx, g]) for g, lg in enumerate(logits)) / len(logits)
         opt.zero_grad(set_to_none=True)
@@ -153,6 +155,37 @@ def _augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> torch
     dx, dy = (int(v) for v in torch.randint(s, (2,), generator=gen))
     padded = F.pad(x, (max_shift,) * 4, mode="replicate")
     return padded[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each image (B, C, H, W) with its own Gaussian of std sigma (B,) pixels (0: unchanged);
+    separable, edge-padded."""
+    B, C, H, W = images.shape
+    radius = max(1, math.ceil(2 * float(sigma.max()))) if B else 1
+    t = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-t ** 2 / (2 * sigma.to(images)[:, None].clamp(min=1e-3) ** 2))  # (B, k)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(C, 0)        # (B*C, k)
+    x = F.pad(images.reshape(1, B * C, H, W), (radius,) * 4, mode="replicate")
+    x = F.conv2d(x, kernel[:, None, :, None], groups=B * C)                    # along H
+    x = F.conv2d(x, kernel[:, None, None, :], groups=B * C)                    # along W
+    return x.reshape(B, C, H, W)
+
+
+def degrade(images: torch.Tensor, gen: torch.Generator, share: float, blur_sigma: float,
+            noise_std: float) -> torch.Tensor:
+    """Blur, then add noise to, a random `share` of images in [-1, 1] (B, 3, H, W), each by a
+    random amount up to blur_sigma pixels and noise_std; the rest pass unchanged."""
+    if not 0 <= share <= 1:
+        raise ValueError(f"degrade share must lie in [0, 1], got {share}")
+    if share == 0:
+        return images
+    B = images.shape[0]
+    chosen = (torch.rand(B, generator=gen) < share).view(B, 1, 1, 1).to(images.device)
+    sigma = torch.rand(B, generator=gen) * blur_sigma
+    std = (torch.rand(B, generator=gen) * noise_std).view(B, 1, 1, 1)
+    noise = std * torch.randn(images.shape, generator=gen)            # (B, 3, H, W)
+    noisy = gaussian_blur(images, sigma) + noise.to(images)
+    return torch.where(chosen, noisy.clamp(-1, 1), images)
 
 
 def save_oracle(model: AttributeOracle, path: str | os.PathLike, config: profiles.OracleConfig,
