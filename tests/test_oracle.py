@@ -100,6 +100,8 @@ def test_gaussian_blur_matches_the_hand_computed_kernel():
     assert torch.allclose(out[1, 0], expected, atol=1e-6)
     flat = torch.full((1, 3, 8, 8), 0.3)                            # edge padding keeps a flat image
     assert torch.allclose(gaussian_blur(flat, torch.tensor([0.9])), flat, atol=1e-6)
+    with pytest.raises(ValueError, match="one value per image"):
+        gaussian_blur(flat, torch.tensor(0.9))
 
 
 def test_degrade_touches_only_the_chosen_share():

@@ -161,6 +161,9 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Blur each image (B, C, H, W) with its own Gaussian of std sigma (B,) pixels (0: unchanged);
     separable, edge-padded."""
     B, C, H, W = images.shape
+    if sigma.shape != (B,):
+        raise ValueError(f"sigma must hold one value per image, shape ({B},), "
+                         f"got {tuple(sigma.shape)}")
     radius = max(1, math.ceil(2 * float(sigma.max()))) if B else 1
     t = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
     kernel = torch.exp(-t ** 2 / (2 * sigma.to(images)[:, None].clamp(min=1e-3) ** 2))  # (B, k)
