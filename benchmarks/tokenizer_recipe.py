@@ -142,6 +142,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown recipes {unknown}; choose from {list(RECIPES)}")
 
+    suffix = "@clean_oracle" if args.clean_oracle else ""
     for profile_name in dict.fromkeys(RECIPES[n].get("profile", "quick") for n in names):
         profile = profiles.get_profile(profile_name)
         if args.clean_oracle:
@@ -155,12 +156,11 @@ def main() -> None:
         for name in names:
             if RECIPES[name].get("profile", "quick") != profile_name:
                 continue
-            key = name + ("@clean_oracle" if args.clean_oracle else "")
+            key = name + suffix
             stored[key] = run_recipe(name, profile, train_images, val, oracle)
             print(key, json.dumps(stored[key]), flush=True)
             RESULTS.parent.mkdir(exist_ok=True)
             RESULTS.write_text(json.dumps(stored, indent=1) + "\n")
-    suffix = "@clean_oracle" if args.clean_oracle else ""
     print_table({n + suffix: stored[n + suffix] for n in names})
 
 
