@@ -6,7 +6,7 @@
 
 Each recipe is a set of changes to TOKENIZER_CONFIGS["quick"] (plus "extra_images": that many
 renders from the oracle's cached pool added to the 3,000 training faces). It is trained with
-the package's `train_image_tokenizer` from the same seed and scored like notebook 02: the quick
+the package's `fit_image_tokenizer` (the cache's own build-and-train, seeded) and scored like notebook 02: the quick
 oracle's mean accuracy on reconstructions of the 300 validation faces, divided by its accuracy on
 the originals. Results merge into benchmarks/results/tokenizer_recipe.json.
 
@@ -62,8 +62,7 @@ from unif2ace_mini import profiles, runtime
 from unif2ace_mini.data.build import build_or_load, render_pool
 from unif2ace_mini.data.dataset import load_tensors, to_unit_range
 from unif2ace_mini.data.oracle import load_or_train_oracle
-from unif2ace_mini.tokenizers import attribute_retention, build_image_tokenizer
-from unif2ace_mini.tokenizers.train import train_image_tokenizer
+from unif2ace_mini.tokenizers import attribute_retention, fit_image_tokenizer
 
 RESULTS = Path(__file__).parent / "results" / "tokenizer_recipe.json"
 
@@ -100,10 +99,8 @@ def run_recipe(name: str, profile, train_images, val, oracle) -> dict:
         pool = render_pool(profile.data, profile.oracle.n_pool)["images"][:extra]
         images = torch.cat([images, to_unit_range(pool)])
     config = profile.tokenizer.replace(**changes)
-    runtime.seed_everything(config.seed)            # as tokenizers.cache does: same init weights
-    tokenizer = build_image_tokenizer(config)
     start = time.perf_counter()
-    history = train_image_tokenizer(tokenizer, images, progress=False)
+    tokenizer, history = fit_image_tokenizer(config, images, progress=False)
     seconds = time.perf_counter() - start
     kept = attribute_retention(oracle, tokenizer, val["x"], val["labels"])
     acc, originals = kept["reconstructions"], kept["originals"]

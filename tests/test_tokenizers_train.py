@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from unif2ace_mini.tokenizers import (ImageTokenizerConfig, PlainVQTokenizer, coloured_shapes,
-                                      evaluate_image_tokenizer, train_image_tokenizer)
+                                      evaluate_image_tokenizer, fit_image_tokenizer,
+                                      train_image_tokenizer)
 
 CFG = ImageTokenizerConfig(image_size=16, downsample=2, codebook_size=64, code_dim=8, width=32,
                            batch_size=32, lr=3e-3, ae_warmup_steps=20, restart_every=20,
@@ -90,3 +91,16 @@ def test_diffusers_backend_trains_through_the_same_loop(data):
     assert hist["steps"] == 6 and all(v == v for v in hist["loss"])  # finite, no NaN
     assert not torch.equal(before, tok.codebook.detach())  # k-means init / updates reached it
     assert tok.encode(data[1][:2]).shape == (2, 8, 8)
+
+
+def test_fit_is_fixed_by_the_config_seed(data):
+    cfg = CFG.replace(max_steps=3, batch_size=8)
+    a, hist_a = fit_image_tokenizer(cfg, data[0][:32], progress=False)
+    b, hist_b = fit_image_tokenizer(cfg, data[0][:32], progress=False)
+    c, _ = fit_image_tokenizer(cfg.replace(seed=1), data[0][:32], progress=False)
+    assert hist_a["steps"] == 3 and hist_a["recon_mse"] == hist_b["recon_mse"]
+    for (name, pa), pb, pc in zip(a.state_dict().items(), b.state_dict().values(),
+                                  c.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.state_dict().values(),
+                                                         c.state_dict().values()))

@@ -23,7 +23,7 @@ from .metrics import attribute_retention, code_counts, dead_code_share, perplexi
 from .shapes import coloured_shapes
 from .text import (SPECIAL_TOKENS, add_special_tokens, load_text_tokenizer, special_ids,
                    train_text_tokenizer)
-from .train import evaluate_image_tokenizer, train_image_tokenizer
+from .train import evaluate_image_tokenizer, fit_image_tokenizer, train_image_tokenizer
 from .vocab import Vocabulary
 
 
@@ -38,6 +38,7 @@ __all__ = [
     "check_images", "check_codes", "images_from_uint8", "images_to_uint8",
     "psnr", "perplexity", "attribute_retention", "dead_code_share", "code_counts", "coloured_shapes",
     "SPECIAL_TOKENS", "train_text_tokenizer", "load_text_tokenizer", "add_special_tokens",
-    "special_ids", "train_image_tokenizer", "evaluate_image_tokenizer", "Vocabulary",
+    "special_ids", "train_image_tokenizer", "fit_image_tokenizer", "evaluate_image_tokenizer",
+    "Vocabulary",
     "load_or_train_image_tokenizer", "load_or_train_text_tokenizer",
 ]

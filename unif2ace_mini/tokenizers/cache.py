@@ -53,12 +53,10 @@ def load_or_train_image_tokenizer(profile, config: ImageTokenizerConfig | None =
     if (out / HISTORY_NAME).is_file():
         return ImageTokenizer.from_pretrained(out), json.loads((out / HISTORY_NAME).read_text())
 
-    from .train import train_image_tokenizer
+    from .train import fit_image_tokenizer
 
     images = to_unit_range(load_tensors(path, "train")["images"])       # (N, 3, H, W)
-    runtime.seed_everything(config.seed)
-    tok = build_image_tokenizer(config)
-    history = train_image_tokenizer(tok, images, progress=progress)
+    tok, history = fit_image_tokenizer(config, images, progress=progress)
     tok.save_pretrained(out)
     runtime.atomic_write_bytes(out / HISTORY_NAME, json.dumps(history).encode())  # last: "done"
     return tok, history

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import runtime
-from .image import ImageTokenizer, check_images
+from .config import ImageTokenizerConfig
+from .image import ImageTokenizer, build_image_tokenizer, check_images
 from .metrics import code_counts, perplexity, psnr
 from .vq import kmeans_init_, restart_dead_codes_
 
@@ -31,6 +32,16 @@ def _lr_factor(step: int, max_steps: int, warmup: int = 20) -> float:
         return (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, max_steps - warmup))
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def fit_image_tokenizer(config: ImageTokenizerConfig, images: torch.Tensor,
+                        progress: bool | None = None) -> tuple[ImageTokenizer, dict]:
+    """(tokenizer, history): built from `config` and trained on images (N, 3, H, W) in [-1, 1].
+    The initial weights come from config.seed, so the same (config, images) train the same
+    tokenizer (the cache and the recipe benchmark both rely on it)."""
+    runtime.seed_everything(config.seed)
+    tokenizer = build_image_tokenizer(config)
+    return tokenizer, train_image_tokenizer(tokenizer, images, progress=progress)
 
 
 def train_image_tokenizer(tokenizer: ImageTokenizer, images: torch.Tensor, *,
