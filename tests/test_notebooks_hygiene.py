@@ -54,6 +54,11 @@ def test_first_code_cell_is_literal_parameters_with_quick_default(notebook):
         names[stmt.targets[0].id] = stmt.value.value
     assert names.get("PROFILE") == "quick", f"{path.name}: PROFILE must default to 'quick'"
     assert "SEED" in names, f"{path.name}: parameters cell must set SEED"
+    import papermill  # its parser skips a line it cannot read, and -p NAME then only warns
+    inferred = set(papermill.inspect_notebook(str(path)))
+    assert inferred == set(names), (
+        f"{path.name}: papermill cannot read the parameters {sorted(set(names) - inferred)} "
+        "(a quote or '=' in a trailing comment?)")
 
 
 def test_execution_counts_run_one_to_n(notebook):
