@@ -12,6 +12,7 @@ from unif2ace_mini.data import (COMPOSITIONAL_PAIRS, TAXONOMY, Taxonomy, make_ca
                                 make_identity, make_vqa, parse_caption, render,
                                 sample_image_attributes)
 from unif2ace_mini.data.taxonomy import count_answer
+from unif2ace_mini.evaluate import answer_from_attributes
 
 
 def _samples(n: int, seed: int = 0):
@@ -106,6 +107,19 @@ def test_captions_are_gender_neutral_and_varied(samples):
     assert not any(gendered.search(c) for c in captions)
     assert len(set(captions)) == len(captions)
     assert len({c.split(".")[0] for c in captions}) > 5
+
+
+def test_a_reader_of_the_true_attributes_answers_every_question(samples):
+    wrong = Counter()
+    for attrs, rng, _ in samples[:500]:
+        for q in make_vqa(attrs, rng, n=8):
+            assert answer_from_attributes(q, attrs) == q["answer"], q
+            g = TAXONOMY.group(q["group"])
+            other = dict(attrs, **{g.name: next(v for v in g.values if v != attrs[g.name])})
+            wrong[answer_from_attributes(q, other) != q["answer"]] += 1
+    # a reader with one attribute wrong is wrong on most questions about it (not all: "how many
+    # earrings" is "two" for several kinds, "is there a hat" is "yes" for every hat)
+    assert wrong[True] > 0.85 * sum(wrong.values()), wrong
 
 
 def test_parser_reads_hand_written_captions():

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from .data.groups import TAXONOMY
+from .data.taxonomy import count_answer
 from .data.text import parse_caption
 
 PARTS = ("vqa", "caption", "generation")
@@ -69,6 +70,22 @@ def vqa_scores(predictions: Sequence[str], answers: Sequence[str],
         by_type[t].append((p, a))
     return {"accuracy": exact_match(predictions, answers), "n": len(answers),
             "per_type": {t: exact_match(*zip(*pairs)) for t, pairs in sorted(by_type.items())}}
+
+
+def answer_from_attributes(qa: Mapping[str, str], attrs: Mapping[str, str],
+                           taxonomy=TAXONOMY) -> str:
+    """The answer to a SynthFaces VQA pair (data.text.make_vqa) that a reader who sees `attrs`
+    gives: the true answer when attrs are the face's own. Scores an attribute classifier (the
+    oracle) on the same questions as the model (benchmarks/vqa_ceiling.py)."""
+    g = taxonomy.group(qa["group"])
+    value = attrs[g.name]
+    if qa["type"] == "is_there":
+        return "no" if value == g.absent else "yes"
+    if qa["type"] == "counting":
+        return count_answer(g.name, value)
+    if qa["type"] == "yes_no" and qa["question"] != g.question:     # "Does the person have x?"
+        return "yes" if parse_caption(qa["question"]).get(g.name) == value else "no"
+    return value
 
 
 def majority_answers(records: Sequence[Mapping]) -> dict:
