@@ -59,3 +59,24 @@ def test_time_limit_stops_training(data, tmp_path):
     result = run(data, tmp_path, resume=True, tc=TC.replace(max_steps=2))
     assert result.step == 2 and [r["step"] for r in result.history] == [1, 2]
 
+
+
+def test_ema_warms_up_then_keeps_its_decay():
+    from unif2ace_mini.training.state import EMA
+
+    layer = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(0.0)
+    ema = EMA(layer, decay=0.9)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    ema.update(layer, 0)                          # d_0 = min(0.9, 1/10) = 0.1
+    assert ema.shadow["weight"].item() == pytest.approx(0.9, abs=1e-7)
+    ema.update(layer, 1)                          # d_1 = 2/11
+    assert ema.shadow["weight"].item() == pytest.approx(2 / 11 * 0.9 + 9 / 11, abs=1e-7)
+    assert ema.decay_at(79) == pytest.approx(80 / 89) and ema.decay_at(80) == 0.9
+    with torch.no_grad():
+        layer.weight.fill_(0.0)
+    before = ema.shadow["weight"].item()
+    ema.update(layer, 1000)                       # the cap: shadow keeps 90%
+    assert ema.shadow["weight"].item() == pytest.approx(0.9 * before, abs=1e-7)

@@ -94,7 +94,7 @@ def warn_if_time_limited(what: str, steps: int, max_steps: int, max_seconds: flo
 # old folders are then ignored instead of reused.
 ARTIFACT_VERSIONS = {
     "synthfaces": 1, "oracle": 1, "image_tokenizer": 1, "text_tokenizer": 2, "image_codes": 1,
-    "face_tokens": 1, "diffusion_toy": 1, "encoders": 1, "uniface": 1, "moe_ablation": 1,
+    "face_tokens": 1, "diffusion_toy": 1, "encoders": 1, "uniface": 2, "moe_ablation": 2,
 }
 
 

@@ -230,7 +230,7 @@ def train(profile="quick", out_dir=None, resume: bool = False, max_steps: int | 
                 optimizer.step()
                 scheduler.step()
                 if ema is not None:
-                    ema.update(raw_model)
+                    ema.update(raw_model, step)
                 step += 1
                 record = {"step": step, **parts, "grad_norm": float(grad_norm), "lr": lr,
                           "seconds": round(seconds_before + time.perf_counter() - start, 3)}

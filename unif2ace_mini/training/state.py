@@ -38,18 +38,26 @@ class WarmupCosine:
 
 
 class EMA:
-    """Exponential moving average of the parameters: shadow = decay * shadow + (1-decay) * p."""
+    """Exponential moving average of the parameters: shadow = d_n * shadow + (1 - d_n) * p, with
+    the warm-up d_n = min(decay, (1 + n) / (10 + n)) after n earlier updates (as diffusers'
+    EMAModel): a fixed 0.999 would keep 0.999^500 = 61% of the random initial weights after 500
+    steps, so any short or time-limited run would be scored on a mostly untrained model."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
         self.shadow = {n: p.detach().clone() for n, p in model.named_parameters()}
 
+    def decay_at(self, updates: int) -> float:
+        return min(self.decay, (1 + updates) / (10 + updates))
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, updates: int) -> None:
+        """Fold in the current weights; `updates` = how many updates came before (the training
+        step), so a resumed run continues the same schedule."""
         params = dict(model.named_parameters())
         names = list(self.shadow)
         torch._foreach_lerp_([self.shadow[n] for n in names], [params[n].detach() for n in names],
-                             1.0 - self.decay)
+                             1.0 - self.decay_at(updates))
 
     def copy_to(self, model: nn.Module) -> nn.Module:
         with torch.no_grad():
