@@ -6,9 +6,9 @@
 
 Each recipe is a set of changes to TOKENIZER_CONFIGS["quick"] (plus "extra_images": that many
 renders from the oracle's cached pool added to the 3,000 training faces). It is trained with
-the package's `fit_image_tokenizer` (the cache's own build-and-train, seeded) and scored like notebook 02: the quick
-oracle's mean accuracy on reconstructions of the 300 validation faces, divided by its accuracy on
-the originals. Results merge into benchmarks/results/tokenizer_recipe.json.
+the package's `fit_image_tokenizer` (the cache's own seeded build-and-train) and scored like
+notebook 02: the quick oracle's mean accuracy on reconstructions of the 300 validation faces,
+divided by its accuracy on the originals. Results merge into benchmarks/results/tokenizer_recipe.json.
 
 Findings (quiet 2-core machine, 2026-12-02, benchmarks/results/tokenizer_recipe.json; one seed
 each: the same recipe from other initial weights moved by up to 0.007, so smaller gaps are noise):
