@@ -19,8 +19,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from unif2ace_mini import profiles, runtime
 from unif2ace_mini.data.build import build_or_load
 from unif2ace_mini.data.dataset import load_split, load_tensors, to_unit_range
@@ -54,9 +52,7 @@ def main() -> None:
     faces = to_unit_range(load_tensors(path, "validation")["images"])   # (N, 3, H, W)
     oracle, _ = load_or_train_oracle(profile)
     tokenizer, _ = load_or_train_image_tokenizer(profile)
-    with torch.no_grad():
-        reconstructions = torch.cat([tokenizer.decode(tokenizer.encode(faces[i:i + 256]))
-                                     for i in range(0, len(faces), 256)])
+    reconstructions = tokenizer.reconstruct(faces)                     # batched, no grad
     readers = {"true attributes": [r["attributes"] for r in records],
                "oracle on originals": oracle.predict(faces),
                "oracle on reconstructions": oracle.predict(reconstructions)}

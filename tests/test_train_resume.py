@@ -60,7 +60,6 @@ def test_time_limit_stops_training(data, tmp_path):
     assert result.step == 2 and [r["step"] for r in result.history] == [1, 2]
 
 
-
 def test_ema_warms_up_then_keeps_its_decay():
     from unif2ace_mini.training.state import EMA
 
