@@ -52,17 +52,21 @@ def naive(moe: TokenMoE, x, task, mask):
 
 @pytest.mark.parametrize("dispatch", ["bmm", "loop"])
 @pytest.mark.parametrize("n_routed,top_k,n_shared", [(4, 2, 1), (3, 3, 0), (5, 1, 2)])
-def test_matches_per_token_reference(dispatch, n_routed, top_k, n_shared):
+@pytest.mark.parametrize("tasks", ["mixed", "t2i only"])
+def test_matches_per_token_reference(dispatch, n_routed, top_k, n_shared, tasks):
     moe = make(n_routed, top_k, n_shared)
     moe.dispatch = dispatch
     x, task, mask = inputs()
+    if tasks == "t2i only":                     # one group holds every row (no row selection)
+        task = torch.ones_like(task)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     y, _ = moe(x1, task, mask)
     ref = naive(moe, x2, task, mask)
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
     upstream = torch.randn_like(y)
-    grads = torch.autograd.grad((y * upstream).sum(), [x1, moe.w_in, moe.router.weight])
-    ref_grads = torch.autograd.grad((ref * upstream).sum(), [x2, moe.w_in, moe.router.weight])
+    params = [x1, moe.w_in, moe.w_out, moe.router.weight]
+    grads = torch.autograd.grad((y * upstream).sum(), params)
+    ref_grads = torch.autograd.grad((ref * upstream).sum(), [x2] + params[1:])
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
