@@ -149,3 +149,53 @@ def test_evaluate_cli_rejects_bad_input_before_loading_anything(argv, message, c
 
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("unconditional", [True, False])
+def test_generation_evaluation_skips_the_unconditional_extras_on_request(monkeypatch,
+                                                                        unconditional):
+    """unconditional=False generates twice (prompted, shuffled) instead of three times and
+    computes no image-token bits; the prompted numbers are the same either way."""
+    from types import SimpleNamespace
+
+    import unif2ace_mini.data.dataset as dataset
+    import unif2ace_mini.evaluate as E
+    import unif2ace_mini.generate as G
+
+    n, calls = 6, []
+
+    def fake_generate(model, prompts, guidance, seed, **kw):    # image i: all pixels = seed + i
+        calls.append(list(prompts))
+        images = (seed + torch.arange(n, dtype=torch.float32)).view(n, 1, 1, 1).expand(n, 3, 4, 4)
+        return SimpleNamespace(images=images / 10, captions=list(prompts), calls_per_sample=3)
+
+    class Oracle:      # reads the attribute "shade" off the first pixel; features: the pixels
+        def eval(self):
+            return self
+
+        def predict(self, images):
+            return [{"shade": str(round(float(x[0, 0, 0]) * 10) % 2)} for x in images]
+
+        def features(self, images):
+            return images.flatten(1)[:, :8] + 0.01 * torch.randn(len(images), 8)
+
+    monkeypatch.setattr(G, "generate", fake_generate)
+    monkeypatch.setattr(E, "parse_caption", lambda c: {"shade": c[-1]} if c else {})
+    monkeypatch.setattr(dataset, "load_tensors", lambda path, split: {
+        "images": torch.randint(0, 256, (n, 3, 4, 4), dtype=torch.uint8)})
+    monkeypatch.setattr(E, "image_token_bits", lambda *a, **kw: 1.5)
+    records = [{"caption": f"face {i % 2}"} for i in range(n)]
+    ctx = E.EvalContext(SimpleNamespace(model=None, builder=None, image_tokenizer=None), "data",
+                        "validation", records, torch.zeros(n, 4, dtype=torch.long), records)
+    torch.manual_seed(0)
+    out = E.evaluate_generation(ctx, Oracle(), steps=2, guidance=1.0, sampler="maskgit",
+                                seed=0, unconditional=unconditional)
+    assert len(calls) == (3 if unconditional else 2)
+    assert [None] * n in calls if unconditional else [None] * n not in calls
+    assert out["attribute_accuracy"]["model"] == 1.0      # seed 0: image i reads i % 2
+    assert ("unconditional" in out["attribute_accuracy"]) == unconditional
+    assert ("unconditional" in out["fd_oracle"]) == unconditional
+    assert ("image_token_bits" in out) == unconditional
+    text = E.format_table({"generation": out})
+    assert "| attribute accuracy | 1.000 |" in text
+    assert ("| image-token bits, all masked | 1.500 |" in text) == unconditional
