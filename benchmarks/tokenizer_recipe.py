@@ -61,7 +61,7 @@ import torch
 from unif2ace_mini import profiles, runtime
 from unif2ace_mini.data.build import build_or_load, render_pool
 from unif2ace_mini.data.dataset import load_tensors, to_unit_range
-from unif2ace_mini.data.oracle import load_or_train_oracle
+from unif2ace_mini.data.oracle import evaluate_oracle, load_or_train_oracle
 from unif2ace_mini.tokenizers import attribute_retention, fit_image_tokenizer
 
 RESULTS = Path(__file__).parent / "results" / "tokenizer_recipe.json"
@@ -87,6 +87,7 @@ RECIPES: dict[str, dict] = {
     "width96_floor32": {"width": 96, "min_channels": 32},
     # cpu profile (64 px), relative to TOKENIZER_CONFIGS["cpu"] (8x8 grid: 0.805 at 12,000 steps)
     "cpu_grid16": {"profile": "cpu", "downsample": 4, "width": 64, "max_steps": 3000},
+    "cpu_steps1500": {"profile": "cpu", "max_steps": 1500, "max_seconds": 1e9},
 }
 
 
@@ -104,21 +105,27 @@ def run_recipe(name: str, profile, train_images, val, oracle) -> dict:
     seconds = time.perf_counter() - start
     kept = attribute_retention(oracle, tokenizer, val["x"], val["labels"])
     acc, originals = kept["reconstructions"], kept["originals"]
+    # the same path without the codebook: how much the autoencoder loses before quantising
+    with torch.no_grad():
+        unquantized = torch.cat([tokenizer.decode_latents(tokenizer.encode_latents(x))
+                                 for x in val["x"].split(256)])
+    unquantized_acc = evaluate_oracle(oracle, unquantized, val["labels"])["mean"]
     losses = sorted((acc[g] - originals[g], g) for g in acc if g != "mean")
     judge = "blur-robust" if profile.oracle.degrade_share > 0 else "clean"
     return {"changes": RECIPES[name], "judge": judge, "steps": history["steps"],
             "seconds": round(seconds, 1),
             "retention": round(kept["retention"], 4),
+            "unquantized_retention": round(unquantized_acc / originals["mean"], 4),
             "largest_losses": {g: round(d, 3) for d, g in losses[:5]}}
 
 
 def print_table(results: dict) -> None:
-    print(f"{'recipe':24s} {'judge':>11s} {'steps':>5s} {'seconds':>7s} {'retention':>9s}  "
-          "largest losses")
+    print(f"{'recipe':24s} {'judge':>11s} {'steps':>5s} {'seconds':>7s} {'retention':>9s} "
+          f"{'unquantized':>11s}  largest losses")
     for name, r in results.items():
         worst = ", ".join(f"{g} {d:+.2f}" for g, d in list(r["largest_losses"].items())[:3])
         print(f"{name:24s} {r.get('judge', 'clean'):>11s} {r['steps']:5d} {r['seconds']:7.0f} "
-              f"{r['retention']:9.3f}  {worst}")
+              f"{r['retention']:9.3f} {r.get('unquantized_retention', float('nan')):11.3f}  {worst}")
 
 
 def main() -> None:
