@@ -49,7 +49,7 @@ each: the same recipe from other initial weights moved by up to 0.007, so smalle
   * where the loss happens (2026-12-07, AMD EPYC, two runs sharing the 2 cores; the blur-robust
     judges). The "unquantized" column decodes the encoder's output without the codebook: landed
     0.922 quantized vs 0.930 unquantized; the cpu recipe stopped at 1,500 steps ("cpu_steps1500",
-    run by a prototype of the same loop) 0.756 vs 0.773. The codebook costs 0.01-0.02; the
+    702 s alone on 2 cores; a prototype of the loop gave the same digits) 0.756 vs 0.773. The codebook costs 0.01-0.02; the
     autoencoder loses the rest, so the cpu target needs an autoencoder that draws the small parts,
     not a better codebook. Three kinds of prototype (scripts not kept; one seed each), none landed:
     - attribute-supervised codes: a small conv head reads the decoder's input and predicts the 31
