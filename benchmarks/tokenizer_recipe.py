@@ -49,9 +49,10 @@ each: the same recipe from other initial weights moved by up to 0.007, so smalle
   * where the loss happens (2026-12-07, AMD EPYC, two runs sharing the 2 cores; the blur-robust
     judges). The "unquantized" column decodes the encoder's output without the codebook: landed
     0.922 quantized vs 0.930 unquantized; the cpu recipe stopped at 1,500 steps ("cpu_steps1500",
-    702 s alone on 2 cores; a prototype of the loop gave the same digits) 0.756 vs 0.773. The codebook costs 0.01-0.02; the
-    autoencoder loses the rest, so the cpu target needs an autoencoder that draws the small parts,
-    not a better codebook. Three kinds of prototype (scripts not kept; one seed each), none landed:
+    702 s alone on 2 cores; a prototype of the loop gave the same digits) 0.756 vs 0.773. The
+    codebook costs 0.01-0.02; the autoencoder loses the rest, so the cpu target needs an
+    autoencoder that draws the small parts, not a better codebook. Three kinds of prototype
+    (scripts not kept; one seed each), none landed:
     - attribute-supervised codes: a small conv head reads the decoder's input and predicts the 31
       labels (cross-entropy, weight 1, added to the loss). The codes then carry the attributes
       (head CE 0.28 at the end) but quick retention stays 0.916: the decoder does not draw what
@@ -143,7 +144,8 @@ def print_table(results: dict) -> None:
     for name, r in results.items():
         worst = ", ".join(f"{g} {d:+.2f}" for g, d in list(r["largest_losses"].items())[:3])
         print(f"{name:24s} {r.get('judge', 'clean'):>11s} {r['steps']:5d} {r['seconds']:7.0f} "
-              f"{r['retention']:9.3f} {r.get('unquantized_retention', float('nan')):11.3f}  {worst}")
+              f"{r['retention']:9.3f} {r.get('unquantized_retention', float('nan')):11.3f}  "
+              f"{worst}")
 
 
 def main() -> None:
