@@ -8,7 +8,8 @@ import torch
 from unif2ace_mini.evaluate import (attribute_accuracy, attribute_prf, derangement, exact_match,
                                     format_table, frechet_distance, frequent_attributes,
                                     gaussian_frechet_distance, majority_answers,
-                                    majority_predict, sayable, vqa_scores)
+                                    majority_predict, pair_accuracy, sayable,
+                                    stated_held_out_pairs, vqa_scores)
 
 
 def test_exact_match_normalises_case_space_and_final_period():
@@ -70,6 +71,22 @@ def test_attribute_accuracy_scores_only_stated_attributes():
     stated = [{"hair_color": "red", "glasses": "round"}, {"hat": "none"}]
     assert attribute_accuracy(predicted, stated) == {"accuracy": pytest.approx(2 / 3),
                                                      "n_scored": 3}
+
+
+def test_held_out_pairs_count_only_when_the_prompt_states_both_halves():
+    red_sunglasses = {"hair_color": "red", "glasses": "sunglasses"}        # compositional pair 0
+    records = [{"attributes": {**red_sunglasses, "hat": "none"}},
+               {"attributes": red_sunglasses},
+               {"attributes": {"hair_color": "red", "glasses": "none"}}]    # no held-out pair
+    stated = [red_sunglasses, {"hair_color": "red"}, {"hair_color": "red", "glasses": "none"}]
+    pairs = stated_held_out_pairs(records, stated)
+    assert pairs == [[red_sunglasses], [], []]
+    seen = [{"hair_color": "red", "glasses": "none"}, red_sunglasses, red_sunglasses]
+    assert pair_accuracy(seen, pairs) == {"accuracy": 0.0, "n_scored": 1}  # one half is no pair
+    assert pair_accuracy([red_sunglasses] * 3, pairs) == {"accuracy": 1.0, "n_scored": 1}
+    assert math.isnan(pair_accuracy(seen, [[], [], []])["accuracy"])
+    with pytest.raises(ValueError, match="2 predictions for 3"):
+        pair_accuracy(seen[:2], pairs)
 
 
 def test_frechet_distance_of_identical_and_shifted_sets():
@@ -151,44 +168,64 @@ def test_evaluate_cli_rejects_bad_input_before_loading_anything(argv, message, c
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("unconditional", [True, False])
-def test_generation_evaluation_skips_the_unconditional_extras_on_request(monkeypatch,
-                                                                        unconditional):
-    """unconditional=False generates twice (prompted, shuffled) instead of three times and
-    computes no image-token bits; the prompted numbers are the same either way."""
+class _ShadeOracle:
+    """Reads "shade" (pixel value x 10, mod 2) off the first pixel, and the pair (red hair,
+    sunglasses) where that pixel's shade is 0; features: the pixels plus a little noise."""
+
+    def eval(self):
+        return self
+
+    def predict(self, images):
+        shades = [str(round(float(x[0, 0, 0]) * 10) % 2) for x in images]
+        return [{"shade": s, **(RED_SUNGLASSES if s == "0" else {})} for s in shades]
+
+    def features(self, images):
+        return images.flatten(1)[:, :8] + 0.01 * torch.randn(len(images), 8)
+
+
+RED_SUNGLASSES = {"hair_color": "red", "glasses": "sunglasses"}       # compositional pair 0
+
+
+def _fake_generation(monkeypatch, n: int, split: str):
+    """An EvalContext on n fake images whose captions end in their shade (i % 2), a generate()
+    that makes image i of seed s all (s + i) / 10, and the list its calls are appended to. On
+    the compositional split every image has the pair and its caption states it."""
     from types import SimpleNamespace
 
     import unif2ace_mini.data.dataset as dataset
     import unif2ace_mini.evaluate as E
     import unif2ace_mini.generate as G
 
-    n, calls = 6, []
+    calls = []
 
-    def fake_generate(model, prompts, guidance, seed, **kw):    # image i: all pixels = seed + i
+    def fake_generate(model, prompts, guidance, seed, **kw):
         calls.append(list(prompts))
         images = (seed + torch.arange(n, dtype=torch.float32)).view(n, 1, 1, 1).expand(n, 3, 4, 4)
         return SimpleNamespace(images=images / 10, captions=list(prompts), calls_per_sample=3)
 
-    class Oracle:      # reads the attribute "shade" off the first pixel; features: the pixels
-        def eval(self):
-            return self
-
-        def predict(self, images):
-            return [{"shade": str(round(float(x[0, 0, 0]) * 10) % 2)} for x in images]
-
-        def features(self, images):
-            return images.flatten(1)[:, :8] + 0.01 * torch.randn(len(images), 8)
-
+    pair = RED_SUNGLASSES if split == "compositional" else {}
     monkeypatch.setattr(G, "generate", fake_generate)
-    monkeypatch.setattr(E, "parse_caption", lambda c: {"shade": c[-1]} if c else {})
+    monkeypatch.setattr(E, "parse_caption", lambda c: {"shade": c[-1], **pair} if c else {})
     monkeypatch.setattr(dataset, "load_tensors", lambda path, split: {
         "images": torch.randint(0, 256, (n, 3, 4, 4), dtype=torch.uint8)})
     monkeypatch.setattr(E, "image_token_bits", lambda *a, **kw: 1.5)
-    records = [{"caption": f"face {i % 2}"} for i in range(n)]
+    records = [{"caption": f"face {i % 2}", "attributes": pair} for i in range(n)]
     ctx = E.EvalContext(SimpleNamespace(model=None, builder=None, image_tokenizer=None), "data",
-                        "validation", records, torch.zeros(n, 4, dtype=torch.long), records)
+                        split, records, torch.zeros(n, 4, dtype=torch.long), records)
+    return ctx, calls
+
+
+@pytest.mark.parametrize("unconditional", [True, False])
+def test_generation_evaluation_skips_the_unconditional_extras_on_request(monkeypatch,
+                                                                        unconditional):
+    """unconditional=False generates twice (prompted, shuffled) instead of three times and
+    computes no image-token bits; the prompted numbers are the same either way."""
+    import unif2ace_mini.evaluate as E
+
+    n = 6
+    ctx, calls = _fake_generation(monkeypatch, n, "validation")
     torch.manual_seed(0)
-    out = E.evaluate_generation(ctx, Oracle(), steps=2, guidance=1.0, sampler="maskgit",
+    out = E.evaluate_generation(ctx, _ShadeOracle(), steps=2, guidance=1.0, sampler="maskgit",
                                 seed=0, unconditional=unconditional)
     assert len(calls) == (3 if unconditional else 2)
     assert [None] * n in calls if unconditional else [None] * n not in calls
@@ -196,6 +233,24 @@ def test_generation_evaluation_skips_the_unconditional_extras_on_request(monkeyp
     assert ("unconditional" in out["attribute_accuracy"]) == unconditional
     assert ("unconditional" in out["fd_oracle"]) == unconditional
     assert ("image_token_bits" in out) == unconditional
+    assert out["n_held_out_pairs"] == 0 and "held_out_pair_accuracy" not in out   # validation
     text = E.format_table({"generation": out})
     assert "| attribute accuracy | 1.000 |" in text
+    assert "held-out pairs" not in text
     assert ("| image-token bits, all masked | 1.500 |" in text) == unconditional
+
+
+def test_generation_evaluation_scores_held_out_pairs_on_the_compositional_split(monkeypatch):
+    import unif2ace_mini.evaluate as E
+
+    ctx, _ = _fake_generation(monkeypatch, 6, "compositional")
+    torch.manual_seed(0)
+    out = E.evaluate_generation(ctx, _ShadeOracle(), steps=2, guidance=1.0, sampler="maskgit",
+                                seed=0, unconditional=False)
+    # every prompt states the pair; the oracle finds it in the images of shade 0 (half of them)
+    assert out["n_held_out_pairs"] == 6
+    assert out["held_out_pair_accuracy"]["model"] == 0.5
+    assert out["held_out_pair_accuracy"]["shuffled_prompt"] == 0.5
+    assert out["attribute_accuracy"]["model"] == pytest.approx((6 + 3 + 3) / 18)
+    assert "| held-out pairs, both found (6 pairs) | 0.500 | n/a | 0.500 |" in \
+        E.format_table({"generation": out})

@@ -18,6 +18,10 @@ Generation
                            states are scored (micro-averaged). Baselines: unconditional (empty
                            prompt), shuffled prompt (another image's caption, scored against this
                            caption), and the real images themselves (the oracle's ceiling).
+    held-out pairs         on the "compositional" split only: each image has one of the attribute
+                           pairs never seen together in train (TAXONOMY.compositional_pairs);
+                           the share of those pairs, stated in full by the prompt, whose two
+                           values the oracle finds together in the generated face.
     FD-oracle              Fréchet distance between Gaussian fits of the oracle's penultimate
                            features of generated and real images (not FID: another network).
                            With n ~ 128 and 256 features it is biased upwards; compare only at
@@ -147,6 +151,28 @@ def attribute_accuracy(predicted: Sequence[Mapping[str, str]],
     if len(predicted) != len(stated):
         raise ValueError(f"{len(predicted)} predictions for {len(stated)} prompts")
     hits = [seen.get(g) == v for seen, s in zip(predicted, stated) for g, v in s.items()]
+    return {"accuracy": float(np.mean(hits)) if hits else float("nan"), "n_scored": len(hits)}
+
+
+def stated_held_out_pairs(records: Sequence[Mapping], stated: Sequence[Mapping[str, str]],
+                          taxonomy=TAXONOMY) -> list[list[dict[str, str]]]:
+    """Per prompt, the compositional pairs (never together in train) its image has and its
+    prompt states both halves of: [] on every split but "compositional"."""
+    out = []
+    for record, says in zip(records, stated):
+        pairs = (taxonomy.compositional_pairs[i]
+                 for i in taxonomy.held_out_pairs(record["attributes"]))
+        out.append([dict(p) for p in pairs if all(says.get(g) == v for g, v in p)])
+    return out
+
+
+def pair_accuracy(predicted: Sequence[Mapping[str, str]],
+                  pairs: Sequence[Sequence[Mapping[str, str]]]) -> dict:
+    """Share of the stated held-out pairs whose two values the oracle finds together."""
+    if len(predicted) != len(pairs):
+        raise ValueError(f"{len(predicted)} predictions for {len(pairs)} pair lists")
+    hits = [all(seen.get(g) == v for g, v in pair.items())
+            for seen, image_pairs in zip(predicted, pairs) for pair in image_pairs]
     return {"accuracy": float(np.mean(hits)) if hits else float("nan"), "n_scored": len(hits)}
 
 
@@ -314,17 +340,23 @@ def evaluate_generation(ctx: EvalContext, oracle, steps: int, guidance: float, s
     real = to_unit_range(load_tensors(ctx.path, ctx.split)["images"][:n])    # (n, 3, H, W)
     real_train = to_unit_range(load_tensors(ctx.path, "train")["images"][:n])
     real_features = oracle_features(oracle, real)
-    acc, fd = {}, {}
-    for name, images in generated.items():
-        acc[name] = attribute_accuracy(oracle.predict(images), stated)["accuracy"]
-        fd[name] = frechet_distance(oracle_features(oracle, images), real_features)
-    acc["real_images"] = attribute_accuracy(oracle.predict(real), stated)["accuracy"]
+    pairs = stated_held_out_pairs(ctx.records, stated)
+    acc, pair_acc, fd = {}, {}, {}
+    for name, images in [*generated.items(), ("real_images", real)]:
+        seen = oracle.predict(images)
+        acc[name] = attribute_accuracy(seen, stated)["accuracy"]
+        pair_acc[name] = pair_accuracy(seen, pairs)["accuracy"]
+        if name != "real_images":
+            fd[name] = frechet_distance(oracle_features(oracle, images), real_features)
     fd["real_train_vs_split"] = frechet_distance(oracle_features(oracle, real_train),
                                                  real_features)
     out = {"n_images": n, "n_attributes_scored": sum(map(len, stated)),
            "attribute_accuracy": acc, "fd_oracle": fd,
+           "n_held_out_pairs": sum(map(len, pairs)),
            "network_calls_per_image": cond.calls_per_sample,
            "images_per_second": images_per_second}
+    if out["n_held_out_pairs"]:
+        out["held_out_pair_accuracy"] = pair_acc
     if unconditional:
         out["image_token_bits"] = {
             name: image_token_bits(model, builder, caps, ctx.image_ids) for name, caps in
@@ -418,14 +450,17 @@ def format_table(results: dict, digits: int = 3) -> str:
         g, cfg = results["generation"], results.get("config", {})
         systems = ["model", "unconditional", "shuffled_prompt", "real_images"]
         fd, bits = g["fd_oracle"], g.get("image_token_bits", {})    # n/a: unconditional=False
+        rows = [("attribute accuracy", [g["attribute_accuracy"].get(s) for s in systems])]
+        if "held_out_pair_accuracy" in g:                                # compositional split
+            rows.append((f"held-out pairs, both found ({g['n_held_out_pairs']} pairs)",
+                         [g["held_out_pair_accuracy"].get(s) for s in systems]))
+        rows += [("image-token bits, all masked",
+                  [bits.get(s) for s in ("true_caption", "empty_caption", "shuffled_caption")]
+                  + [None]),
+                 ("FD-oracle, lower is better (real: train vs split)",
+                  [fd["model"], fd.get("unconditional"), fd["shuffled_prompt"],
+                   fd["real_train_vs_split"]])]
         table(f"Generation ({g['n_images']} images, {cfg.get('sampler')} {cfg.get('steps')} "
               f"steps, guidance {cfg.get('guidance')})",
-              ["model", "unconditional", "shuffled prompt", "real images"],
-              [("attribute accuracy", [g["attribute_accuracy"].get(s) for s in systems]),
-               ("image-token bits, all masked", [bits.get(s) for s in
-                                                 ("true_caption", "empty_caption",
-                                                  "shuffled_caption")] + [None]),
-               ("FD-oracle, lower is better (real: train vs split)",
-                [fd["model"], fd.get("unconditional"), fd["shuffled_prompt"],
-                 fd["real_train_vs_split"]])])
+              ["model", "unconditional", "shuffled prompt", "real images"], rows)
     return "\n".join(lines)
