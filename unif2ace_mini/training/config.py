@@ -81,9 +81,9 @@ TRAIN_CONFIGS: dict[str, TrainConfig] = {
     # the time limit is only a safety net for slow machines. VQA rows ask as many of their face's
     # questions as fit (~4 of 8): VQA 0.467 -> 0.536 at equal steps (benchmarks/quick_recipe.py).
     "quick": TrainConfig(max_steps=450, max_seconds=600.0, vqa_turns=8),
-    # the best a laptop CPU reaches in <= 2 h on 2 cores. Step-bound like quick: one step takes
-    # 2.65 s on 2 quiet cores (Xeon, 2026-12-07), so 2,400 steps fit the 6,600 s limit; the former
-    # 6,000 would have been cut at ~2,500, in the middle of the cosine schedule.
+    # the best a laptop CPU reaches in <= 2 h on 2 cores. Step-bound like quick: a step took
+    # 1.4-2.6 s (median 1.7) on 2 quiet Xeon cores (2026-12-07), so 2,400 steps fit the 6,600 s
+    # limit with room for a slower CPU; the former 6,000 outran it, cut mid-schedule.
     "cpu": TrainConfig(lr=1e-3, warmup_steps=200, max_steps=2400, max_seconds=6600.0,
                        ema_decay=0.999, checkpoint_every=500, log_every=10, vqa_turns=8),
     "gpu": TrainConfig(batch_size=128, lr=5e-4, warmup_steps=1000, max_steps=40000,
