@@ -3,6 +3,8 @@ evaluated on validation and the compositional split: issue 5's cpu-profile numbe
 
     .venv/bin/python benchmarks/profile_run.py --profile cpu                    # the full recipe
     .venv/bin/python benchmarks/profile_run.py --profile cpu --max-steps 2000   # a shorter one
+    .venv/bin/python benchmarks/profile_run.py --profile cpu --max-steps 2000 \
+        --splits validation --parts generation --guidance 4     # the same model, other settings
     .venv/bin/python benchmarks/profile_run.py --table
 
 The run trains with the package's `training.train` into the artifact cache (the folder that
@@ -14,7 +16,8 @@ evaluated as it stands, and the results say so ("stop_reason": "time").
 
 Each split is scored by `evaluate.evaluate` (VQA, caption attribute F1, generation accuracy by the
 profile's oracle, with their baselines) on its first `--n` faces. Results merge into
-benchmarks/results/profile_run.json, keyed "<profile>@<steps>"; the markdown tables are printed.
+benchmarks/results/profile_run.json, keyed "<profile>@<steps>" and then by split (and guidance,
+when `--guidance` is given); the markdown tables are printed.
 """
 
 from __future__ import annotations
@@ -90,6 +93,10 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=None)
     parser.add_argument("--n", type=int, default=128, help="faces evaluated per split")
     parser.add_argument("--splits", default="validation,compositional")
+    parser.add_argument("--parts", default="vqa,caption,generation", help="what evaluate scores")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance of the generations (generate's default if "
+                             "unset); results are stored under '<split>, guidance <w>'")
     parser.add_argument("--table", action="store_true", help="print the stored results only")
     args = parser.parse_args()
     if args.table:
@@ -108,18 +115,21 @@ def main() -> None:
     model = result.best_model.eval()
     pipe = Pipeline(model, image_tok, data.text_tokenizer,
                     builder_for(model, data.text_tokenizer, image_tok), profile)
-    entry = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-             "machine": f"{cpu_model()}, {os.cpu_count()} cores",
-             "training": training_summary(result), "n": args.n, "splits": {}}
     key = f"{profile.name}@{result.step}"
+    entry = load_results().get(key, {"splits": {}})     # other splits / guidances stay
+    entry.update({"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                  "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+                  "training": training_summary(result), "n": args.n})
     for split in args.splits.split(","):
         tick = time.perf_counter()
-        scores = evaluate(profile, pipeline=pipe, split=split, n=args.n)
+        scores = evaluate(profile, pipeline=pipe, split=split, n=args.n,
+                          parts=args.parts.split(","), guidance=args.guidance)
         scores["seconds"] = round(time.perf_counter() - tick, 1)
-        entry["splits"][split] = scores
+        name = split if args.guidance is None else f"{split}, guidance {args.guidance:g}"
+        entry["splits"][name] = scores
         entry["loadavg_end"] = os.getloadavg()
         save_entry(key, entry)
-        print(f"\n### {key}, {split}\n\n{format_table(scores)}\n", flush=True)
+        print(f"\n### {key}, {name}\n\n{format_table(scores)}\n", flush=True)
 
 
 if __name__ == "__main__":
