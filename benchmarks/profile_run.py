@@ -36,7 +36,7 @@ RESULTS = Path(__file__).parent / "results" / "profile_run.json"
 
 
 def train_profile(profile, max_steps: int | None, max_seconds: float | None):
-    """(model, TrainResult) of the profile's recipe, with max_steps / max_seconds overridden."""
+    """(TrainResult, TrainingData) of the profile's recipe, max_steps / max_seconds overridden."""
     from unif2ace_mini.model.cache import model_cache_dir
     from unif2ace_mini.model.config import get_model_config
     from unif2ace_mini.training import get_train_config, load_training_data, train
