@@ -13,11 +13,13 @@ full-recipe run), resuming an interrupted attempt. `--max-steps N` keeps every o
 the recipe and gives its cosine schedule N steps, so a session too short for the recipe still
 trains one complete schedule. `--max-seconds` overrides the time limit: a run it stops is
 evaluated as it stands, and the results say so ("stop_reason": "time").
+`--caption-no-repeat-ngram 4` decodes the captions without repeating any 4 tokens (greedy
+captions of a weak model loop on one phrase).
 
 Each split is scored by `evaluate.evaluate` (VQA, caption attribute F1, generation accuracy by the
 profile's oracle, with their baselines) on its first `--n` faces. Results merge into
 benchmarks/results/profile_run.json, keyed "<profile>@<steps>" and then by split (and guidance,
-when `--guidance` is given); the markdown tables are printed.
+when `--guidance` or `--caption-no-repeat-ngram` is given); the markdown tables are printed.
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=None,
                         help="classifier-free guidance of the generations (generate's default if "
                              "unset); results are stored under '<split>, guidance <w>'")
+    parser.add_argument("--caption-no-repeat-ngram", type=int, default=0,
+                        help="decode captions without repeating any n tokens (0: plain greedy); "
+                             "stored under '<split>, captions without repeated <n>-grams'")
     parser.add_argument("--table", action="store_true", help="print the stored results only")
     args = parser.parse_args()
     if args.table:
@@ -123,9 +128,14 @@ def main() -> None:
     for split in args.splits.split(","):
         tick = time.perf_counter()
         scores = evaluate(profile, pipeline=pipe, split=split, n=args.n,
-                          parts=args.parts.split(","), guidance=args.guidance)
+                          parts=args.parts.split(","), guidance=args.guidance,
+                          caption_no_repeat_ngram=args.caption_no_repeat_ngram)
         scores["seconds"] = round(time.perf_counter() - tick, 1)
-        name = split if args.guidance is None else f"{split}, guidance {args.guidance:g}"
+        name = split
+        if args.guidance is not None:
+            name += f", guidance {args.guidance:g}"
+        if args.caption_no_repeat_ngram:
+            name += f", captions without repeated {args.caption_no_repeat_ngram}-grams"
         entry["splits"][name] = scores
         entry["loadavg_end"] = os.getloadavg()
         save_entry(key, entry)

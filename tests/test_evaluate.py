@@ -139,7 +139,8 @@ def test_format_table_shows_metrics_beside_baselines():
                 "majority": {"accuracy": 0.5, "per_type": {"yes_no": 0.5}}},
         "caption": {"n_images": 2, **{s: {"precision": 1.0, "recall": 0.5, "f1": 2 / 3,
                                           "mean_stated": 3.0}
-                                      for s in ("model", "frequent_attributes", "reference")}},
+                                      for s in ("model", "frequent_attributes", "reference")},
+                    "no_repeat_ngram": 4},
         "generation": {"n_images": 2, "attribute_accuracy": {"model": 0.6, "unconditional": 0.3,
                                                              "shuffled_prompt": 0.35,
                                                              "real_images": 0.9},
@@ -151,6 +152,7 @@ def test_format_table_shows_metrics_beside_baselines():
     text = format_table(results)
     assert "| overall | 0.750 | 0.500 |" in text
     assert "| f1 | 0.667 | 0.667 | 0.667 |" in text
+    assert "Caption attributes (2 images, no repeated 4-grams)" in text
     assert "| attribute accuracy | 0.600 | 0.300 | 0.350 | 0.900 |" in text
     assert "| image-token bits, all masked | 6.000 | 7.000 | 7.500 | n/a |" in text
     assert "n/a" in text and "FD-oracle" in text
@@ -160,6 +162,7 @@ def test_format_table_shows_metrics_beside_baselines():
     (["evaluate", "--split", "train"], "--split"),
     (["evaluate", "--parts", "vqa,speed"], "--parts"),
     (["evaluate", "--profile", "huge"], "unknown profile"),
+    (["evaluate", "--caption-no-repeat-ngram", "1"], "no_repeat_ngram"),
 ])
 def test_evaluate_cli_rejects_bad_input_before_loading_anything(argv, message, capsys):
     from unif2ace_mini.inference_cli import main

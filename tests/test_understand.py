@@ -60,6 +60,26 @@ def test_stops_at_eot_and_respects_max_new_tokens(parts, logit_boost):
     assert out.new_tokens == 48 - longest
 
 
+def test_no_repeat_ngram_breaks_loops_and_keeps_the_cache_exact(parts, logit_boost):
+    model, _, builder, _ = parts
+    looping = logit_boost(model, [7])              # one favourite text token: greedy repeats it
+    kw = dict(tokenizer=builder.tokenizer, max_new_tokens=10, stop_at_eot=False)
+    assert decode(looping, prompt(parts), **kw).tokens == [[7] * 10] * 3
+    for n in (2, 3):
+        out = decode(looping, prompt(parts), no_repeat_ngram=n, **kw)
+        assert out.tokens == decode(looping, prompt(parts), no_repeat_ngram=n, use_cache=False,
+                                    **kw).tokens
+        for row in out.tokens:
+            grams = [tuple(row[i:i + n]) for i in range(len(row) - n + 1)]
+            assert row[:n] == [7] * n and len(grams) == len(set(grams)) and len(row) > n
+    # a bound longer than what is generated changes nothing
+    assert decode(model, prompt(parts), no_repeat_ngram=11, **kw).tokens == \
+        decode(model, prompt(parts), **kw).tokens
+    for bad in (1, -2, 2.5, True):
+        with pytest.raises(ValueError, match="no_repeat_ngram"):
+            decode(model, prompt(parts), no_repeat_ngram=bad, **kw)
+
+
 def test_caption_and_answer_from_images_and_codes(parts):
     model, image_tok, builder, images = parts
     kw = dict(image_tokenizer=image_tok, builder=builder, max_new_tokens=5)
@@ -125,6 +145,9 @@ def test_cli_image_checks_before_loading_anything(tmp_path, capsys):
     assert "20x20" in capsys.readouterr().err
     assert cli_main(["answer", "--image", str(tmp_path / "small.png"), "--question", " "]) == 2
     assert "--question is empty" in capsys.readouterr().err
+    assert cli_main(["answer", "--image", str(tmp_path / "small.png"), "--caption",
+                     "--no-repeat-ngram", "1"]) == 2
+    assert "no_repeat_ngram" in capsys.readouterr().err
     (tmp_path / "junk.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="cannot read"):
         load_image(tmp_path / "junk.png", 32)

@@ -294,17 +294,18 @@ def evaluate_vqa(ctx: EvalContext, batch_size: int = 256) -> dict:
                          for q, a, p in list(zip(questions, answers, out.texts))[:5]]}
 
 
-def evaluate_captions(ctx: EvalContext, batch_size: int = 64) -> dict:
+def evaluate_captions(ctx: EvalContext, batch_size: int = 64, no_repeat_ngram: int = 0) -> dict:
     from .model.sequences import CAPTION_QUESTION
     from .understand import decode_batches
 
     n = len(ctx.records)
     out = decode_batches(ctx.pipe.model, ctx.image_ids, [CAPTION_QUESTION] * n,
-                         features=ctx.features, builder=ctx.pipe.builder, batch_size=batch_size)
+                         features=ctx.features, builder=ctx.pipe.builder, batch_size=batch_size,
+                         no_repeat_ngram=no_repeat_ngram)
     truth = [sayable(r["attributes"]) for r in ctx.records]
     references = [ctx.budget(r["caption"]) for r in ctx.records]
     baseline = frequent_attributes([ctx.budget(r["caption"]) for r in ctx.train])
-    return {"n_images": n,
+    return {"n_images": n, "no_repeat_ngram": no_repeat_ngram,
             "model": attribute_prf([parse_caption(t) for t in out.texts], truth),
             "frequent_attributes": attribute_prf([baseline] * n, truth),
             "reference": attribute_prf([parse_caption(c) for c in references], truth),
@@ -369,13 +370,16 @@ def evaluate(profile="quick", *, pipeline=None, data_path=None, oracle=None,
              split: str = "validation", n: int = 128,
              parts: Sequence[str] = ("vqa", "caption", "generation"), steps: int | None = None,
              guidance: float | None = None, sampler: str = "maskgit", seed: int = 0,
-             batch_size: int = 64, unconditional: bool = True, progress: bool = True) -> dict:
+             batch_size: int = 64, unconditional: bool = True, progress: bool = True,
+             caption_no_repeat_ngram: int = 0) -> dict:
     """Metrics and baselines on the first `n` images of `split`: a JSON-able dict.
 
     pipeline (generate.Pipeline), data_path (a SynthFaces folder) and oracle default to the
     profile's cached artifacts (trained if missing). unconditional=False leaves out the
     unconditional generator and the image-token bits (evaluate_generation), which format_table
-    shows but a comparison of models by prompted generation does not need."""
+    shows but a comparison of models by prompted generation does not need.
+    caption_no_repeat_ngram n >= 2 decodes captions greedily without repeating any n tokens
+    (understand.decode's no_repeat_ngram; 0, the default: plain greedy)."""
     from tqdm.auto import tqdm
 
     from . import profiles, runtime
@@ -384,6 +388,7 @@ def evaluate(profile="quick", *, pipeline=None, data_path=None, oracle=None,
     from .data.oracle import load_or_train_oracle
     from .generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, _check_settings, load_pipeline
     from .training.data import load_or_encode_codes
+    from .understand import check_no_repeat_ngram
 
     unknown = set(parts) - set(PARTS)
     if unknown:
@@ -393,6 +398,7 @@ def evaluate(profile="quick", *, pipeline=None, data_path=None, oracle=None,
     steps = DEFAULT_STEPS if steps is None else steps
     guidance = DEFAULT_GUIDANCE if guidance is None else guidance
     _check_settings(steps, guidance, sampler, 1.0)                   # fail before any work
+    check_no_repeat_ngram(caption_no_repeat_ngram)
     profile = profiles.get_profile(profile)
     pipe = pipeline or load_pipeline(profile, progress=progress)
     path = data_path or build_or_load(profile.data)
@@ -406,7 +412,7 @@ def evaluate(profile="quick", *, pipeline=None, data_path=None, oracle=None,
                           "seed": seed},
                "seconds": {}}
     runs = {"vqa": lambda: evaluate_vqa(ctx, 4 * batch_size),
-            "caption": lambda: evaluate_captions(ctx, batch_size),
+            "caption": lambda: evaluate_captions(ctx, batch_size, caption_no_repeat_ngram),
             "generation": lambda: evaluate_generation(
                 ctx, oracle or load_or_train_oracle(profile)[0], steps, guidance, sampler,
                 seed, batch_size, unconditional)}
@@ -442,7 +448,9 @@ def format_table(results: dict, digits: int = 3) -> str:
     if "caption" in results:
         c = results["caption"]
         systems = ["model", "frequent_attributes", "reference"]
-        table(f"Caption attributes ({c['n_images']} images)",
+        blocked = c.get("no_repeat_ngram", 0)
+        table(f"Caption attributes ({c['n_images']} images"
+              + (f", no repeated {blocked}-grams" if blocked else "") + ")",
               ["model", "frequent attributes", "reference captions"],
               [(m, [c[s][m] for s in systems])
                for m in ("precision", "recall", "f1", "mean_stated")])

@@ -46,6 +46,8 @@ def add_cli(subparsers) -> None:
     a.add_argument("--temperature", type=float, default=1.0)
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--max-new-tokens", type=int, default=None)
+    a.add_argument("--no-repeat-ngram", type=int, default=0,
+                   help="never repeat any n tokens (e.g. 4: stops caption loops; default 0: off)")
     a.set_defaults(func=run_answer)
 
     e = subparsers.add_parser("evaluate", help="VQA / caption / generation metrics beside "
@@ -59,6 +61,8 @@ def add_cli(subparsers) -> None:
     e.add_argument("--guidance", type=float, default=None)
     e.add_argument("--sampler", default="maskgit", choices=["maskgit", "ancestral"])
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--caption-no-repeat-ngram", type=int, default=0,
+                   help="decode captions without repeating any n tokens (default 0: greedy)")
     e.add_argument("--out", default=None, help="output folder (default runs/<profile>)")
     e.set_defaults(func=run_evaluate)
 
@@ -157,16 +161,18 @@ def image_features(profile, model_config, images) -> dict | None:
 def run_answer(args) -> int:
     from . import profiles
     from .generate import load_pipeline
-    from .understand import answer, caption
+    from .understand import answer, caption, check_no_repeat_ngram
 
     profile = profiles.get_profile(args.profile)
     if args.question is not None and not args.question.strip():
         raise ValueError("--question is empty")
+    check_no_repeat_ngram(args.no_repeat_ngram)
     image = load_image(args.image, profile.data.image_size)      # checked before loading
     pipe = load_pipeline(profile, announce=_announce)
     kw = dict(image_tokenizer=pipe.image_tokenizer, builder=pipe.builder,
               decoding=args.decoding, top_k=args.top_k, temperature=args.temperature,
               seed=args.seed, max_new_tokens=args.max_new_tokens,
+              no_repeat_ngram=args.no_repeat_ngram,
               features=image_features(profile, pipe.model.config, image))
     if args.caption:
         text = caption(pipe.model, image, **kw)[0]
@@ -181,6 +187,7 @@ def run_evaluate(args) -> int:
     from .data.build import SPLITS
     from .evaluate import PARTS, evaluate, format_table
     from .generate import load_pipeline
+    from .understand import check_no_repeat_ngram
 
     profile = profiles.get_profile(args.profile)
     if args.split not in SPLITS or args.split == "train":
@@ -188,10 +195,11 @@ def run_evaluate(args) -> int:
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     if not parts or set(parts) - set(PARTS):
         raise ValueError(f"--parts must be a comma-separated subset of {PARTS}")
+    check_no_repeat_ngram(args.caption_no_repeat_ngram)
     pipe = load_pipeline(profile, announce=_announce)
     results = evaluate(profile, pipeline=pipe, split=args.split, n=args.n, parts=parts,
                        steps=args.steps, guidance=args.guidance, sampler=args.sampler,
-                       seed=args.seed)
+                       seed=args.seed, caption_no_repeat_ngram=args.caption_no_repeat_ngram)
     out = Path(args.out or f"runs/{profile.name}")
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"evaluate-{args.split}"

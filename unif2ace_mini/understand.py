@@ -7,7 +7,8 @@ The prompt is Show-o's mmu layout, left-padded so every row continues at the sam
 Captioning is the same with an empty question (`CAPTION_QUESTION`), as trained. Decoding is
 greedy or top-k sampling (seeded), restricted to text tokens and <|eot|> (the model could put
 mass on image / special ids; those are never a valid answer), and stops at <|eot|> or after
-`max_new_tokens` (at most what the model's max_len leaves after the prompt).
+`max_new_tokens` (at most what the model's max_len leaves after the prompt). `no_repeat_ngram=n`
+forbids a row to generate any n tokens twice, which breaks the phrase loops of greedy captions.
 
 KV cache: the prompt runs once with `use_cache=True`, then each step feeds only the new token.
 Rows that have finished are fed <|pad|>, which no token ever attends to, so they cost a little
@@ -87,6 +88,31 @@ def _allowed_bias(vocab, device) -> Tensor:
     return bias
 
 
+def check_no_repeat_ngram(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0 or n == 1:
+        raise ValueError(f"no_repeat_ngram must be 0 (off) or an integer >= 2, got {n!r}")
+    return n
+
+
+def _ban_repeats(logits: Tensor, seen: list[dict], generated: list[list[int]], n: int) -> Tensor:
+    """-inf on every token that would complete an n-gram a row has already generated
+    (transformers' `no_repeat_ngram_size`): greedy captions otherwise loop on their most likely
+    phrase ("a full head of hair, a full head of hair, ..."). A row that stops at <|eot|> never
+    has it in an n-gram, so <|eot|> always stays a finite choice."""
+    for row, (grams, tokens) in enumerate(zip(seen, generated)):
+        banned = grams.get(tuple(tokens[len(tokens) - n + 1:])) if len(tokens) >= n - 1 else None
+        if banned:
+            logits[row, list(banned)] = float("-inf")
+    return logits
+
+
+def _remember(seen: list[dict], generated: list[list[int]], nxt: list[int], n: int) -> None:
+    for grams, tokens, token in zip(seen, generated, nxt):
+        tokens.append(token)
+        if len(tokens) >= n:
+            grams.setdefault(tuple(tokens[-n:-1]), set()).add(token)
+
+
 def _choose(logits: Tensor, decoding: str, top_k: int, temperature: float,
             generator: torch.Generator) -> Tensor:
     """(B, V) logits -> (B,) next ids."""
@@ -100,16 +126,19 @@ def _choose(logits: Tensor, decoding: str, top_k: int, temperature: float,
 @torch.no_grad()
 def decode(model, prompt_ids: Tensor, *, tokenizer, max_new_tokens: int | None = None,
            decoding: str = "greedy", top_k: int = 5, temperature: float = 1.0, seed: int = 0,
-           use_cache: bool = True, stop_at_eot: bool = True, features=None) -> Decoded:
+           use_cache: bool = True, stop_at_eot: bool = True, features=None,
+           no_repeat_ngram: int = 0) -> Decoded:
     """Continue left-padded mmu prompts (B, P) token by token (see the module docstring).
 
     max_new_tokens None = all the room the model's max_len leaves; larger values are cut to it.
-    stop_at_eot=False keeps going to max_new_tokens (for timing)."""
+    stop_at_eot=False keeps going to max_new_tokens (for timing). no_repeat_ngram n >= 2 never
+    lets a row generate the same n tokens twice (0: off)."""
     if decoding not in DECODINGS:
         raise ValueError(f"unknown decoding {decoding!r}; choose one of {DECODINGS}")
     if decoding == "top-k" and (top_k < 1 or not temperature > 0):
         raise ValueError(f"top-k decoding needs top_k >= 1 and temperature > 0, got "
                          f"{top_k}, {temperature}")
+    check_no_repeat_ngram(no_repeat_ngram)
     vocab, device = model.vocab, next(model.parameters()).device
     prompt_ids = prompt_ids.to(device)
     if features is not None:
@@ -127,6 +156,7 @@ def decode(model, prompt_ids: Tensor, *, tokenizer, max_new_tokens: int | None =
     batch = prompt_ids.shape[0]
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     ids, new, cache, passes, taken = prompt_ids, prompt_ids, None, 0, 0
+    seen, generated = [{} for _ in range(batch)], [[] for _ in range(batch)]
     was_training = model.training
     model.eval()
     start = time.perf_counter()
@@ -139,9 +169,13 @@ def decode(model, prompt_ids: Tensor, *, tokenizer, max_new_tokens: int | None =
             else:
                 out = model(ids, features=features)
             passes += 1
-            nxt = _choose(out.logits[:, -1].float() + bias, decoding, top_k, temperature,
-                          generator)                                                  # (B,)
+            logits = out.logits[:, -1].float() + bias                                 # (B, V)
+            if no_repeat_ngram:
+                logits = _ban_repeats(logits, seen, generated, no_repeat_ngram)
+            nxt = _choose(logits, decoding, top_k, temperature, generator)              # (B,)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+            if no_repeat_ngram:
+                _remember(seen, generated, nxt.tolist(), no_repeat_ngram)
             ids, new, taken = torch.cat([ids, nxt[:, None]], 1), nxt[:, None], taken + 1
             if stop_at_eot:
                 done |= nxt == eot
