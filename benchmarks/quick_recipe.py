@@ -251,7 +251,7 @@ def load_results() -> dict:
 
 def save_results(results: dict) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True))
+    runtime.atomic_write_bytes(RESULTS, json.dumps(results, indent=1, sort_keys=True).encode())
 
 
 def table(results: dict) -> str:

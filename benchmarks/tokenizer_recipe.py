@@ -248,7 +248,7 @@ def main() -> None:
             stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
             stored[key] = result
             RESULTS.parent.mkdir(exist_ok=True)
-            RESULTS.write_text(json.dumps(stored, indent=1) + "\n")
+            runtime.atomic_write_bytes(RESULTS, (json.dumps(stored, indent=1) + "\n").encode())
     print_table({n + suffix: stored[n + suffix] for n in names})
 
 

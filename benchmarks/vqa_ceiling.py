@@ -67,7 +67,7 @@ def main() -> None:
             print(f"  {name:26s} {r[name]['accuracy']:.3f}   ({per_type})")
     stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     stored[args.profile] = result
-    RESULTS.write_text(json.dumps(stored, indent=1) + "\n")
+    runtime.atomic_write_bytes(RESULTS, (json.dumps(stored, indent=1) + "\n").encode())
 
 
 if __name__ == "__main__":
