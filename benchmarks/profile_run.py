@@ -81,13 +81,6 @@ def load_results() -> dict:
     return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
 
 
-def save_entry(key: str, entry: dict) -> None:
-    results = load_results()                    # re-read: another run may have written meanwhile
-    results[key] = entry
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    runtime.atomic_write_bytes(RESULTS, (json.dumps(results, indent=1) + "\n").encode())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="cpu")
@@ -138,7 +131,7 @@ def main() -> None:
             name += f", captions without repeated {args.caption_no_repeat_ngram}-grams"
         entry["splits"][name] = scores
         entry["loadavg_end"] = os.getloadavg()
-        save_entry(key, entry)
+        runtime.merge_json(RESULTS, key, entry)
         print(f"\n### {key}, {name}\n\n{format_table(scores)}\n", flush=True)
 
 

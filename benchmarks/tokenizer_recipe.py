@@ -244,11 +244,7 @@ def main() -> None:
             key = name + suffix
             result = run_recipe(name, profile, train_images, val, oracle)
             print(key, json.dumps(result), flush=True)
-            # re-read before writing: another run may have stored its recipes meanwhile
-            stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-            stored[key] = result
-            RESULTS.parent.mkdir(exist_ok=True)
-            runtime.atomic_write_bytes(RESULTS, (json.dumps(stored, indent=1) + "\n").encode())
+            stored = runtime.merge_json(RESULTS, key, result)
     print_table({n + suffix: stored[n + suffix] for n in names})
 
 

@@ -16,7 +16,6 @@ benchmarks/results/vqa_ceiling.json, keyed by profile.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from unif2ace_mini import profiles, runtime
@@ -65,9 +64,7 @@ def main() -> None:
         for name in ("oracle on originals", "oracle on reconstructions", "majority answer"):
             per_type = ", ".join(f"{t} {v:.2f}" for t, v in sorted(r[name]["per_type"].items()))
             print(f"  {name:26s} {r[name]['accuracy']:.3f}   ({per_type})")
-    stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    stored[args.profile] = result
-    runtime.atomic_write_bytes(RESULTS, (json.dumps(stored, indent=1) + "\n").encode())
+    runtime.merge_json(RESULTS, args.profile, result)
 
 
 if __name__ == "__main__":

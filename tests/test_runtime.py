@@ -72,6 +72,17 @@ def test_progress_switch(monkeypatch):
     assert not runtime.progress_disabled()
 
 
+def test_merge_json_keeps_what_others_stored(tmp_path):
+    import json
+
+    path = tmp_path / "results" / "r.json"
+    assert runtime.merge_json(path, "a", {"x": 1}) == {"a": {"x": 1}}       # folder created
+    path.write_text(json.dumps({"a": {"x": 1}, "b": 2}))                    # another process
+    assert runtime.merge_json(path, "a", 3) == {"a": 3, "b": 2}
+    assert json.loads(path.read_text()) == {"a": 3, "b": 2}
+    assert path.read_text().endswith("}\n") and list(path.parent.iterdir()) == [path]
+
+
 def test_safetensors_round_trip_is_atomic_and_keeps_metadata(tmp_path):
     path = tmp_path / "ckpt" / "w.safetensors"
     tensors = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2, dtype=torch.long)}

@@ -125,6 +125,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def merge_json(path: str | os.PathLike, key: str, value) -> dict:
+    """Set `key` in the JSON object stored at `path` (created if missing) and write it back
+    atomically. The file is re-read first, so results another process stored meanwhile stay."""
+    path = Path(path)
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    stored[key] = value
+    atomic_write_bytes(path, (json.dumps(stored, indent=1) + "\n").encode())
+    return stored
+
+
 def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
                      metadata: Mapping[str, object] | None = None) -> Path:
     """Atomically save tensors as safetensors; metadata values are JSON-encoded strings."""
