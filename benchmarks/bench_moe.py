@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -187,7 +186,7 @@ def main() -> None:
     result = {"benchmark": "bench_moe", "threads": args.threads, "batch": args.batch,
               "length": args.length, "real_tokens": real_tokens, "repeats": args.repeats,
               "steps_per_repeat": args.steps, "torch": torch.__version__,
-              "machine": platform.machine(), "target_ratio": TARGET,
+              "machine": runtime.machine_name(), "target_ratio": TARGET,
               "token_moe_ratio": moe_ratio, "target_met": moe_ratio >= TARGET, "rows": rows,
               "seconds_per_step": {v: [round(s, 5) for s in seconds[v]] for v in variants},
               "cpu_seconds_per_step": {v: [round(s, 5) for s in cpu_seconds[v]]

@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -257,7 +256,7 @@ def main() -> None:
               "note": "shared 2-core machine with other jobs running; see loadavg",
               "torch": torch.__version__, "transformers": transformers.__version__,
               "threads": threads, "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
-              "machine": platform.machine(), "cpu_count": os.cpu_count(),
+              "machine": runtime.machine_name(), "cpu_count": os.cpu_count(),
               "loadavg_start": [round(x, 2) for x in load_start],
               "loadavg_end": [round(x, 2) for x in os.getloadavg()],
               "wall_seconds": round(time.perf_counter() - start, 1),

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -66,15 +65,6 @@ def training_summary(result) -> dict:
             "t2i_first": first.get("t2i"), "t2i_last": last.get("t2i"),
             "mmu_first": first.get("mmu"), "mmu_last": last.get("mmu"),
             "ema": result.ema_model is not None}
-
-
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def load_results() -> dict:
@@ -116,7 +106,7 @@ def main() -> None:
     key = f"{profile.name}@{result.step}"
     entry = load_results().get(key, {"splits": {}})     # other splits / guidances stay
     entry.update({"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                  "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+                  "machine": runtime.machine_name(),
                   "training": training_summary(result), "n": args.n})
     for split in args.splits.split(","):
         tick = time.perf_counter()

@@ -137,3 +137,8 @@ def test_a_time_limited_run_warns_and_a_full_one_does_not():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         runtime.warn_if_time_limited("oracle", 10, 10, 9.0)
+
+
+def test_machine_name_says_cpu_and_cores():
+    name = runtime.machine_name()
+    assert name.endswith(f", {os.cpu_count()} cores") and len(name) > len(", 1 cores")

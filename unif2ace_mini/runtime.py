@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import random
 import tempfile
 import warnings
@@ -96,6 +97,17 @@ ARTIFACT_VERSIONS = {
     "synthfaces": 1, "oracle": 1, "image_tokenizer": 1, "text_tokenizer": 2, "image_codes": 1,
     "face_tokens": 1, "diffusion_toy": 1, "encoders": 1, "uniface": 2, "moe_ablation": 2,
 }
+
+
+def machine_name() -> str:
+    """The CPU's model name and core count, for benchmark records ("Intel Xeon ..., 2 cores"):
+    timings from different machines must never be compared as if they were one."""
+    name = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        name = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                     if line.startswith("model name")), "")
+    return f"{name or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def cache_dir(kind: str, *parts: str) -> Path:
