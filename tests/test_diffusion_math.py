@@ -259,6 +259,37 @@ def test_monte_carlo_nelbo_estimators_are_unbiased(table):
     assert est.nats_per_sequence.shape == (100,) and est.stderr > 0
 
 
+def test_time_power_draws_u_to_the_power_and_its_density_integrates_to_one():
+    t1 = D.sample_t(1000, torch.Generator().manual_seed(5), dtype=torch.float64)
+    t2 = D.sample_t(1000, torch.Generator().manual_seed(5), dtype=torch.float64, power=0.5)
+    assert torch.equal(t2, t1 ** 0.5)                    # same u, so power 1 is the old draw
+    # importance weights: mean of f(t) / q(t) over stratified t = u^p is the integral of f
+    t = D.sample_t(100000, torch.Generator().manual_seed(6), dtype=torch.float64, power=0.5)
+    assert float((t ** 2 / D.time_density(t, 0.5)).mean()) == pytest.approx(1 / 3, abs=1e-4)
+    grid = torch.linspace(1e-6, 1, 200001, dtype=torch.float64)
+    for p in (0.33, 0.5, 2.0):
+        assert float(torch.trapezoid(D.time_density(grid, p), grid)) == pytest.approx(1, abs=2e-3)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="time power"):
+            D.sample_t(4, power=bad)
+
+
+def test_time_power_reweights_the_nelbo_unless_divided_by_its_density(table):
+    """TrainConfig.t2i_time_power draws t = u^p: the score term then averages the NELBO
+    integrand under q(t), not U(0, 1), so it is no longer the bound; dividing by q(t) would
+    restore it (an unbiased estimate of the entropy here)."""
+    g = torch.Generator().manual_seed(7)
+    h, mask, n = table.entropy(), table.mask_id, 20000
+    x0 = table.sample(n, g)
+    sched = D.CosineSchedule()
+    t = D.sample_t(n, g, dtype=torch.float64, power=0.5)        # late, masked times favoured
+    xt = D.forward_mask(x0, t, sched, mask, g)
+    plain = D.nelbo_integrand(table.denoiser(xt), xt, x0, t, sched, mask)
+    weighted = plain / D.time_density(t, 0.5)
+    assert abs(float(plain.mean()) - h) > 10 * float(plain.std()) / n ** 0.5
+    assert abs(float(weighted.mean()) - h) < 4 * float(weighted.std()) / n ** 0.5
+
+
 # ----------------------------------------------------------------------------- (d) MGM
 
 def test_showo_count_law(table):

@@ -1,5 +1,7 @@
 """load_or_train_model: trains once into the cache, then loads the same weights."""
 
+import math
+
 import pytest
 import torch
 
@@ -70,3 +72,18 @@ def test_finished_run_never_trains_encoders_for_a_sequence_moe(tmp_path, data, m
     monkeypatch.setattr(enc_cache, "features_path", lambda *a, **k: tmp_path / "no-features")
     seq = MC.replace(sequence="sequence_moe").for_vocab(data.vocab)
     assert finished_run("quick", seq, TrainConfig(max_steps=1), data, root=tmp_path) is None
+
+
+def test_time_power_is_a_recipe_that_older_cache_keys_do_not_name(tmp_path, data):
+    tc = TrainConfig(batch_size=4, max_steps=2, warmup_steps=1)
+    assert "t2i_time_power" not in tc.to_dict()             # runs from before it keep their key
+    powered = tc.replace(t2i_time_power=0.5)
+    assert TrainConfig.from_dict(powered.to_dict()) == powered
+    assert tc.run_differences(powered) == {"t2i_time_power": (1.0, 0.5)}
+    mc = MC.for_vocab(data.vocab)
+    assert model_cache_dir("quick", mc, tc, "a") != model_cache_dir("quick", mc, powered, "a")
+    _, log = load_or_train_model("quick", MC, powered, data=data, root=tmp_path, progress=False)
+    assert len(log) == 2 and all(math.isfinite(r["loss"]) for r in log)
+    for bad in (0.0, -0.5, float("inf")):
+        with pytest.raises(ValueError, match="t2i_time_power"):
+            TrainConfig(t2i_time_power=bad)

@@ -14,7 +14,7 @@ from .losses import (D3DiffLoss, d3diff_loss, denoiser_log_probs, drop_mask_colu
                      masked_ce_loss, nelbo_integrand, score_entropy, tied_log_score,
                      untied_log_score, untied_penalty)
 from .masking import (ShowoMasked, elbo_count_probs, forward_mask, mask_k_positions, sample_t,
-                      showo_count_probs, showo_mask, showo_mask_count)
+                      showo_count_probs, showo_mask, showo_mask_count, time_density)
 from .samplers import SampleResult, ancestral_sample, euler_sample, maskgit_sample
 from .schedules import (CosineSchedule, GeometricSchedule, LinearSchedule, LogLinearSchedule,
                         Schedule, as_time, get_schedule, log_expm1)
@@ -23,8 +23,8 @@ from .toy import JointTable, MarkovChain
 __all__ = [
     "Schedule", "LinearSchedule", "CosineSchedule", "LogLinearSchedule", "GeometricSchedule",
     "get_schedule", "as_time", "log_expm1",
-    "sample_t", "forward_mask", "showo_mask", "showo_mask_count", "showo_count_probs",
-    "elbo_count_probs", "mask_k_positions", "ShowoMasked",
+    "sample_t", "time_density", "forward_mask", "showo_mask", "showo_mask_count",
+    "showo_count_probs", "elbo_count_probs", "mask_k_positions", "ShowoMasked",
     "score_entropy", "masked_ce_loss", "nelbo_integrand", "d3diff_loss", "D3DiffLoss",
     "tied_log_score", "untied_log_score", "untied_penalty", "denoiser_log_probs",
     "drop_mask_column",

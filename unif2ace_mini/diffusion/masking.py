@@ -38,16 +38,34 @@ def check_tokens(x: Tensor, mask_id: int, name: str = "x0", allow_mask: bool = F
 
 
 def sample_t(batch_size: int, generator: torch.Generator | None = None, stratified: bool = True,
-             device=None, dtype=torch.float32) -> Tensor:
+             device=None, dtype=torch.float32, power: float = 1.0) -> Tensor:
     """t ~ U(0,1) per sequence, (B,). Stratified (MDLM's low-discrepancy draw): one uniform
     offset plus B evenly spaced points, so every batch covers [0, 1) and the weight w(t)'s
-    spread across the batch averages out."""
+    spread across the batch averages out.
+
+    power != 1 returns u ** power instead (density `time_density`): power < 1 draws late, heavily
+    masked times more often, like MaskGIT's concave mask-ratio laws."""
+    check_time_power(power)
     if stratified:
         u0 = torch.rand((), generator=generator, device=device, dtype=dtype)
         steps = torch.arange(batch_size, device=device, dtype=dtype) / batch_size
-        t = (u0 + steps) % 1.0
-        return t[torch.randperm(batch_size, generator=generator, device=device)]
-    return torch.rand(batch_size, generator=generator, device=device, dtype=dtype)
+        u = ((u0 + steps) % 1.0)[torch.randperm(batch_size, generator=generator, device=device)]
+    else:
+        u = torch.rand(batch_size, generator=generator, device=device, dtype=dtype)
+    return u if power == 1 else u ** power
+
+
+def check_time_power(power: float) -> None:
+    if not (math.isfinite(power) and power > 0):
+        raise ValueError(f"the time power must be a finite number > 0, got {power!r}")
+
+
+def time_density(t: Tensor, power: float) -> Tensor:
+    """q(t) = t^(1/power - 1) / power, the density of t = u ** power for u ~ U(0,1). Dividing a
+    per-sequence term by q(t) makes its mean over such draws an unbiased estimate of its mean
+    over t ~ U(0,1) (importance weighting)."""
+    check_time_power(power)
+    return as_time(t) ** (1.0 / power - 1.0) / power
 
 
 def forward_mask(x0: Tensor, t: Tensor, schedule: Schedule, mask_id: int,

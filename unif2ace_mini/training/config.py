@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 # Fields that may change between an interrupted run and its resumption without changing what the
@@ -27,6 +28,8 @@ class TrainConfig:
     lambda_score: float = 0.01       # D3Diff = MGM + lambda_score * score entropy (paper: 0.01)
     text_loss: str = "row_mean"      # mmu CE: "row_mean" (each answer counts) | "token_mean"
     schedule: str = "cosine"         # masking schedule of the t2i forward process
+    t2i_time_power: float = 1.0      # t2i rows draw t = u ** power (< 1: more masked images;
+                                     # the score term then weighs t by that law, not uniformly)
     score_head: str = "tied"
     caption_dropout: float = 0.1     # t2i captions dropped for classifier-free guidance
     mmu_caption_prob: float = 0.25   # mmu rows that caption instead of answering a question
@@ -55,13 +58,20 @@ class TrainConfig:
         if self.text_loss not in ("row_mean", "token_mean"):
             raise ValueError(f"text_loss must be 'row_mean' or 'token_mean', got "
                              f"{self.text_loss!r}")
+        if not (math.isfinite(self.t2i_time_power) and self.t2i_time_power > 0):
+            raise ValueError(f"t2i_time_power must be a finite number > 0, got "
+                             f"{self.t2i_time_power}")
         object.__setattr__(self, "betas", tuple(self.betas))
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        for name, default in _OMIT_WHEN_DEFAULT.items():
+            if d[name] == default:       # fields added later: the model cache's keys of runs
+                del d[name]              # from before them stay the same
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -72,15 +82,20 @@ class TrainConfig:
 
     def run_differences(self, other: "TrainConfig") -> dict[str, tuple]:
         """Differences that change what a run computes (everything but RESUMABLE_CHANGES)."""
-        a, b = self.to_dict(), other.to_dict()
+        a, b = dataclasses.asdict(self), dataclasses.asdict(other)
         return {k: (a[k], b[k]) for k in a if k not in RESUMABLE_CHANGES and a[k] != b[k]}
 
+
+_OMIT_WHEN_DEFAULT = {"t2i_time_power": 1.0}
 
 TRAIN_CONFIGS: dict[str, TrainConfig] = {
     # 450 steps of batch 32 x 128 tokens: 115 s on 2 quiet cores (0.26 s/step). Step-bound:
     # the time limit is only a safety net for slow machines. VQA rows ask as many of their face's
     # questions as fit (~4 of 8): VQA 0.467 -> 0.536 at equal steps (benchmarks/quick_recipe.py).
-    "quick": TrainConfig(max_steps=450, max_seconds=600.0, vqa_turns=8),
+    # t2i times t = u ** 0.5 show the model more heavily masked images, where the caption is the
+    # main evidence: generation margin over the shuffled prompt +0.058 / +0.039 -> +0.095 /
+    # +0.064 (two training seeds, 512 val faces; benchmarks/quick_recipe.py "power05").
+    "quick": TrainConfig(max_steps=450, max_seconds=600.0, vqa_turns=8, t2i_time_power=0.5),
     # the best a laptop CPU reaches in <= 2 h on 2 cores. Step-bound like quick: a step took
     # 1.4-2.6 s (median 1.7) on 2 quiet Xeon cores (2026-12-07), so 2,400 steps fit the 6,600 s
     # limit with room for a slower CPU; the former 6,000 outran it, cut mid-schedule.

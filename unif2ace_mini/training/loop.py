@@ -2,7 +2,8 @@
 
 One optimizer step:
     batch       n_t2i t2i rows and n_mmu mmu rows (data.BatchStream, a pure function of the step)
-    t2i rows    t ~ U(0,1) per row (stratified), x_t = forward_mask(x0 = the image tokens)
+    t2i rows    t ~ U(0,1) per row (stratified; u ** t2i_time_power if set, see TrainConfig),
+                x_t = forward_mask(x0 = the image tokens)
     forward     one pass over the mixed batch; the omni-attention mask follows from the ids;
                 a sequence-level MoE also gets the batch's encoder features (data.py)
     loss        loss_t2i * D3Diff(image logits) + loss_mmu * CE(answer logits)
@@ -59,7 +60,7 @@ def joint_loss(model, batch: dict[str, Tensor], config: TrainConfig, generator: 
     n_t2i = int(is_t2i.sum())
     if n_t2i:
         x0 = labels[image].view(n_t2i, -1)                                    # (n_t2i, N)
-        t = sample_t(n_t2i, generator)
+        t = sample_t(n_t2i, generator, power=config.t2i_time_power)
         xt = forward_mask(x0, t, schedule, vocab.mask_id, generator)
         input_ids[image] = xt.flatten()
     device = device or input_ids.device
