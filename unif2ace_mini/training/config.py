@@ -94,7 +94,7 @@ TRAIN_CONFIGS: dict[str, TrainConfig] = {
     # questions as fit (~4 of 8): VQA 0.467 -> 0.536 at equal steps (benchmarks/quick_recipe.py).
     # t2i times t = u ** 0.5 show the model more heavily masked images, where the caption is the
     # main evidence: generation margin over the shuffled prompt +0.058 / +0.039 -> +0.095 /
-    # +0.064 (two training seeds, 512 val faces; benchmarks/quick_recipe.py "power05").
+    # +0.064 (two training seeds, 512 val faces; benchmarks/quick_recipe.py "power1").
     "quick": TrainConfig(max_steps=450, max_seconds=600.0, vqa_turns=8, t2i_time_power=0.5),
     # the best a laptop CPU reaches in <= 2 h on 2 cores. Step-bound like quick: a step took
     # 1.4-2.6 s (median 1.7) on 2 quiet Xeon cores (2026-12-07), so 2,400 steps fit the 6,600 s
