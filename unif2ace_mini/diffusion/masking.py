@@ -55,9 +55,9 @@ def sample_t(batch_size: int, generator: torch.Generator | None = None, stratifi
     return u if power == 1 else u ** power
 
 
-def check_time_power(power: float) -> None:
+def check_time_power(power: float, name: str = "the time power") -> None:
     if not (math.isfinite(power) and power > 0):
-        raise ValueError(f"the time power must be a finite number > 0, got {power!r}")
+        raise ValueError(f"{name} must be a finite number > 0, got {power!r}")
 
 
 def time_density(t: Tensor, power: float) -> Tensor:

@@ -111,11 +111,7 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)     # nested MoE configs become dicts
-        for name, default in _OMIT_WHEN_DEFAULT.items():
-            if d[name] == default:       # fields added later: configs (and the model cache's
-                del d[name]              # keys) from before them stay byte-identical
-        return d
+        return asdict_without_defaults(self, _OMIT_WHEN_DEFAULT)   # MoE configs become dicts
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -139,6 +135,17 @@ class ModelConfig:
 
 
 _OMIT_WHEN_DEFAULT = {"image_embed_init": "normal", "image_positions": 0}
+
+
+def asdict_without_defaults(config, omit_when_default: dict) -> dict:
+    """dataclasses.asdict(config) without the given fields where they hold these defaults: fields
+    added later leave the dicts (and the model cache's keys) of configs from before them
+    byte-identical."""
+    d = dataclasses.asdict(config)
+    for name, default in omit_when_default.items():
+        if d[name] == default:
+            del d[name]
+    return d
 
 
 def _from_dict(cls, d: dict):

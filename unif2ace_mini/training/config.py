@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
+
+from ..diffusion.masking import check_time_power
+from ..model.config import asdict_without_defaults
 
 # Fields that may change between an interrupted run and its resumption without changing what the
 # run computes (the rest must match, or the resumed run would not be the same run).
@@ -58,20 +60,14 @@ class TrainConfig:
         if self.text_loss not in ("row_mean", "token_mean"):
             raise ValueError(f"text_loss must be 'row_mean' or 'token_mean', got "
                              f"{self.text_loss!r}")
-        if not (math.isfinite(self.t2i_time_power) and self.t2i_time_power > 0):
-            raise ValueError(f"t2i_time_power must be a finite number > 0, got "
-                             f"{self.t2i_time_power}")
+        check_time_power(self.t2i_time_power, "t2i_time_power")
         object.__setattr__(self, "betas", tuple(self.betas))
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        for name, default in _OMIT_WHEN_DEFAULT.items():
-            if d[name] == default:       # fields added later: the model cache's keys of runs
-                del d[name]              # from before them stay the same
-        return d
+        return asdict_without_defaults(self, _OMIT_WHEN_DEFAULT)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
